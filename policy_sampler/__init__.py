@@ -1,0 +1,7 @@
+"""policy_sampler: fast samplers for diffusion robot policies that sample what the sequential chain samples."""
+
+from policy_sampler.samplers import SampleResult, Sampler, available_samplers, make_sampler
+from policy_sampler.schedule import NoiseSchedule
+
+__all__ = ["NoiseSchedule", "SampleResult", "Sampler", "available_samplers", "make_sampler"]
+__version__ = "0.1.0"

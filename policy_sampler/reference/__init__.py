@@ -1,0 +1,5 @@
+"""Exact references for checking samplers: denoisers whose answers are known in closed form."""
+
+from policy_sampler.reference.gaussian_mixture import GaussianMixtureDenoiser
+
+__all__ = ["GaussianMixtureDenoiser"]

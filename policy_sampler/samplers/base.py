@@ -1,0 +1,218 @@
+"""What every sampler shares: the result type, argument checks, the counted denoiser call, the registry."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Protocol
+
+import torch
+from torch import Tensor
+
+from policy_sampler.schedule import NoiseSchedule
+
+
+class Denoiser(Protocol):
+    """``denoiser(x [N, *event], t LongTensor[N], cond None | [N, ...]) -> Tensor like x``: whatever the
+    schedule's ``prediction_type`` says."""
+
+    def __call__(self, x: Tensor, t: Tensor, cond: Tensor | None) -> Tensor: ...
+
+
+@dataclass
+class SampleResult:
+    """What a sampler returns.
+
+    ``sample``: the clean sample, shaped and typed like ``x_T``. ``rounds``: sequential denoiser calls
+    made. ``nfe``: denoiser evaluations per sample (rows passed in all calls / batch size, rounded
+    up). ``evaluations``: rows passed in all calls. ``rounds_per_row``: the round at which each batch
+    row was final. ``info``: sampler-specific counters (e.g. mean accepted length).
+    """
+
+    sample: Tensor
+    rounds: int
+    nfe: int
+    evaluations: int
+    rounds_per_row: list[int]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Sampler(ABC):
+    """A way of drawing ``x_0`` from the reverse chain of a schedule given a denoiser.
+
+    Subclasses set ``name``, ``exact`` and implement :meth:`_sample`; options are keyword
+    arguments of ``__init__`` (checked by :func:`make_sampler`).
+    """
+
+    name: ClassVar[str]
+    exact: ClassVar[bool]
+
+    def sample(
+        self,
+        denoiser: Denoiser,
+        schedule: NoiseSchedule,
+        x_T: Tensor,
+        cond: Tensor | None = None,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> SampleResult:
+        """Sample ``x_0`` starting from ``x_T`` ([B, *event]); ``noise`` ([K, B, *event]) fixes each
+        transition's standard normal draw, else they come from ``generator``."""
+        if not isinstance(schedule, NoiseSchedule):
+            raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
+        check_inputs(schedule, x_T, cond, noise)
+        work_dtype = working_dtype(x_T.dtype)
+        if noise is None:
+            noise = torch.randn(
+                (schedule.num_steps, *x_T.shape), generator=generator, dtype=work_dtype,
+                device=generator.device if generator is not None else x_T.device,
+            ).to(x_T.device)
+        call = DenoiserCall(denoiser, cond, x_T)
+        result = self._sample(call, schedule, x_T.to(work_dtype), noise.to(work_dtype), generator)
+        call.raise_if_nonfinite()
+        result.sample = result.sample.to(x_T.dtype)
+        return result
+
+    @abstractmethod
+    def _sample(
+        self,
+        call: "DenoiserCall",
+        schedule: NoiseSchedule,
+        x_T: Tensor,
+        noise: Tensor,
+        generator: torch.Generator | None,
+    ) -> SampleResult: ...
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{self.name}({options})"
+
+
+def working_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Sums, errors and chain states are kept in float32 or better whatever the model's dtype."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def check_inputs(schedule: NoiseSchedule, x_T: Tensor, cond: Tensor | None, noise: Tensor | None) -> None:
+    """Raise a ``ValueError`` naming the argument whose shape, dtype or values are wrong."""
+    if not isinstance(x_T, Tensor) or not x_T.dtype.is_floating_point:
+        raise ValueError("x_T must be a floating-point tensor")
+    if x_T.ndim < 2:
+        raise ValueError(f"x_T must be [batch, *event], got shape {tuple(x_T.shape)}")
+    if not bool(torch.isfinite(x_T).all()):
+        raise ValueError("x_T contains NaN or inf")
+    if cond is not None:
+        if not isinstance(cond, Tensor):
+            raise ValueError(f"cond must be a tensor or None, got {type(cond).__name__}")
+        if cond.ndim == 0 or cond.shape[0] != x_T.shape[0]:
+            raise ValueError(
+                f"cond's first dimension must be the batch size {x_T.shape[0]}, got shape {tuple(cond.shape)}"
+            )
+    if noise is not None:
+        expected = (schedule.num_steps, *x_T.shape)
+        if not isinstance(noise, Tensor) or tuple(noise.shape) != expected:
+            shape = tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__
+            raise ValueError(f"noise must have shape [K, *x_T.shape] = {expected}, got {shape}")
+        if not bool(torch.isfinite(noise).all()):
+            raise ValueError("noise contains NaN or inf")
+
+
+class DenoiserCall:
+    """The denoiser as samplers use it: rows of states at per-row steps, the batch's conditioning
+    repeated along the rows, outputs checked for shape and finiteness, every call counted.
+
+    Finiteness is accumulated on the device and checked by :meth:`raise_if_nonfinite` (or folded
+    into a sampler's one host sync per round), so calling costs no host-device sync.
+    """
+
+    def __init__(self, denoiser: Callable, cond: Tensor | None, x_T: Tensor) -> None:
+        self.denoiser = denoiser
+        self.cond = cond
+        self.model_dtype = x_T.dtype
+        self.batch_size = x_T.shape[0]
+        self.event_shape = tuple(x_T.shape[1:])
+        self.rounds = 0
+        self.evaluations = 0
+        self.nonfinite = torch.zeros((), dtype=torch.bool, device=x_T.device)
+
+    def __call__(self, x: Tensor, timesteps: Tensor, rows: Tensor | None = None) -> Tensor:
+        """Evaluate at states ``x`` [N, *event] and training timesteps [N]; ``rows`` [N] says which
+        batch row each state belongs to (for its conditioning); None means row i is batch row i."""
+        n = x.shape[0]
+        cond = self.cond
+        if cond is not None and rows is not None:
+            cond = cond.index_select(0, rows)
+        out = self.denoiser(x.to(self.model_dtype), timesteps, cond)
+        if not isinstance(out, Tensor) or tuple(out.shape) != tuple(x.shape):
+            shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(
+                f"denoiser output must have the shape of its input x {tuple(x.shape)}, got {shape}"
+            )
+        self.rounds += 1
+        self.evaluations += n
+        self.nonfinite |= ~torch.isfinite(out).all()
+        return out.to(x.dtype)
+
+    def raise_if_nonfinite(self) -> None:
+        if bool(self.nonfinite):
+            raise FloatingPointError("denoiser returned NaN or inf")
+
+    @property
+    def nfe(self) -> int:
+        return math.ceil(self.evaluations / self.batch_size)
+
+    def result(self, sample: Tensor, rounds_per_row: list[int], **info: Any) -> SampleResult:
+        return SampleResult(
+            sample=sample, rounds=self.rounds, nfe=self.nfe, evaluations=self.evaluations,
+            rounds_per_row=rounds_per_row, info=info,
+        )
+
+
+_REGISTRY: dict[str, type[Sampler]] = {}
+
+
+def register_sampler(cls: type[Sampler]) -> type[Sampler]:
+    """Class decorator: make ``cls`` available to :func:`make_sampler` under ``cls.name``."""
+    if cls.name in _REGISTRY:
+        raise ValueError(f"a sampler named {cls.name!r} is already registered")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def available_samplers() -> list[str]:
+    """Names :func:`make_sampler` accepts."""
+    return sorted(_REGISTRY)
+
+
+def sampler_options(name: str) -> dict[str, Any]:
+    """The options (keyword arguments) sampler ``name`` takes, with their defaults."""
+    cls = _sampler_class(name)
+    params = inspect.signature(cls.__init__).parameters
+    return {p.name: p.default for p in params.values() if p.name != "self"}
+
+
+def make_sampler(name: str, **options: Any) -> Sampler:
+    """The sampler registered as ``name`` with ``options``; unknown names or options are a ``ValueError``
+    listing the valid ones."""
+    valid = sampler_options(name)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {unknown} for sampler {name!r}; valid options: {sorted(valid) or 'none'}"
+        )
+    return _REGISTRY[name](**options)
+
+
+def _sampler_class(name: str) -> type[Sampler]:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown sampler {name!r}; available samplers: {available_samplers()}")
+    return _REGISTRY[name]
+
+
+def check_positive(name: str, value: Any, *, integer: bool = False) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is a positive (integer) number."""
+    kind = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0 or value != value:
+        raise ValueError(f"{name} must be a positive {'integer' if integer else 'number'}, got {value!r}")
