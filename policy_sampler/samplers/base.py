@@ -27,14 +27,16 @@ class SampleResult:
 
     ``sample``: the clean sample, shaped and typed like ``x_T``. ``rounds``: sequential denoiser calls
     made. ``nfe``: denoiser evaluations per sample (rows passed in all calls / batch size, rounded
-    up). ``evaluations``: rows passed in all calls. ``rounds_per_row``: the round at which each batch
-    row was final. ``info``: sampler-specific counters (e.g. mean accepted length).
+    up). ``evaluations``: rows passed in all calls. ``rows_per_call``: the rows of each sequential call
+    (what a per-call latency table needs). ``rounds_per_row``: the round at which each batch row was
+    final. ``info``: sampler-specific counters (e.g. mean accepted length).
     """
 
     sample: Tensor
     rounds: int
     nfe: int
     evaluations: int
+    rows_per_call: list[int]
     rounds_per_row: list[int]
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -133,8 +135,7 @@ class DenoiserCall:
         self.model_dtype = x_T.dtype
         self.batch_size = x_T.shape[0]
         self.event_shape = tuple(x_T.shape[1:])
-        self.rounds = 0
-        self.evaluations = 0
+        self.rows_per_call: list[int] = []
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=x_T.device)
 
     def __call__(self, x: Tensor, timesteps: Tensor, rows: Tensor | None = None) -> Tensor:
@@ -150,8 +151,7 @@ class DenoiserCall:
             raise ValueError(
                 f"denoiser output must have the shape of its input x {tuple(x.shape)}, got {shape}"
             )
-        self.rounds += 1
-        self.evaluations += n
+        self.rows_per_call.append(n)
         self.nonfinite |= ~torch.isfinite(out).all()
         return out.to(x.dtype)
 
@@ -160,12 +160,20 @@ class DenoiserCall:
             raise FloatingPointError("denoiser returned NaN or inf")
 
     @property
-    def nfe(self) -> int:
-        return math.ceil(self.evaluations / self.batch_size)
+    def rounds(self) -> int:
+        """Sequential denoiser calls so far."""
+        return len(self.rows_per_call)
+
+    @property
+    def evaluations(self) -> int:
+        """Rows evaluated so far, over all calls."""
+        return sum(self.rows_per_call)
 
     def result(self, sample: Tensor, rounds_per_row: list[int], **info: Any) -> SampleResult:
+        evaluations = self.evaluations
         return SampleResult(
-            sample=sample, rounds=self.rounds, nfe=self.nfe, evaluations=self.evaluations,
+            sample=sample, rounds=self.rounds, nfe=math.ceil(evaluations / self.batch_size),
+            evaluations=evaluations, rows_per_call=list(self.rows_per_call),
             rounds_per_row=rounds_per_row, info=info,
         )
 

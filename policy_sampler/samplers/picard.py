@@ -61,7 +61,7 @@ class ParadigmsSampler(Sampler):
 
     def __init__(
         self,
-        window: int = 32,
+        window: int = 64,
         tolerance: float = 0.1,
         chain: str = "ddpm",
         init: str = "frozen_x0",
