@@ -83,20 +83,20 @@ class ParadigmsSampler(Sampler):
         solver = _WindowSolver(chain, x_T, noise, p, self.init)
         tol2 = self.tolerance**2
         batch, steps = x_T.shape[0], schedule.num_steps
-        begin = [0] * batch
+        begin = torch.zeros(batch, dtype=torch.long, device=x_T.device)  # each row's window start
         rounds_per_row = [0] * batch
-        active = list(range(batch))
-        while active:
-            rows = torch.tensor(active, device=x_T.device)
-            new_begin = solver.sweep(call, rows, torch.tensor([begin[r] for r in active], device=x_T.device), tol2)
-            host = torch.cat([new_begin, call.nonfinite.long().view(1)]).tolist()  # the round's one sync
+        n_active = batch
+        while n_active:
+            # Unfinished rows first, found on the device (no host round trip); n_active is known.
+            rows = torch.argsort((begin >= steps).to(torch.int8), stable=True)[:n_active]
+            begin[rows] = solver.sweep(call, rows, begin[rows], tol2)
+            host = torch.cat([begin, call.nonfinite.long().view(1)]).tolist()  # the round's one sync
             if host[-1]:
                 call.raise_if_nonfinite()
-            for r, b in zip(active, host[:-1]):
-                begin[r] = b
-                if b >= steps:
+            for r in range(batch):
+                if host[r] >= steps and rounds_per_row[r] == 0:
                     rounds_per_row[r] = call.rounds
-            active = [r for r in active if begin[r] < steps]
+            n_active = sum(b < steps for b in host[:-1])
         return call.result(solver.final(), rounds_per_row, window=p)
 
 

@@ -1,0 +1,220 @@
+"""Side-by-side sampler measurements: rounds, NFE, wall time, memory, error against ``ddpm``.
+
+Every sampler runs on the same denoiser, schedule, initial noise and per-step noise as ``ddpm``, so
+the error column is pathwise (exact-law samplers differ pathwise by design and are checked in law by
+the tests instead). Wall time is what this machine measured; the H100 column is a *projection*: the
+sum over a sampler's sequential calls of a per-call latency measured on an H100 for the 65.8M-parameter
+DiffusionPolicy U-Net captured in a CUDA graph, interpolated in the rows of the call.
+"""
+
+from __future__ import annotations
+
+import platform
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import psutil
+import torch
+from torch import Tensor
+
+from policy_sampler.samplers import SampleResult, available_samplers, make_sampler
+from policy_sampler.schedule import NoiseSchedule
+
+# (rows per call, milliseconds per call): measured on an H100, 65.8M-parameter DiffusionPolicy
+# U-Net, one CUDA graph per shape.
+H100_CALL_LATENCY_MS: tuple[tuple[int, float], ...] = ((1, 1.59), (100, 2.10), (256, 2.81), (1024, 6.57))
+
+# (label, sampler name, options): every configuration a benchmark table compares.
+SAMPLER_CONFIGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("ddpm", "ddpm", {}),
+    ("ddim eta=0 (other chain)", "ddim", {"eta": 0.0}),
+    ("picard", "picard", {}),
+    ("paradigms", "paradigms", {}),
+    ("paradigms w=32", "paradigms", {"window": 32}),
+    ("paradigms w=32 paper init", "paradigms", {"window": 32, "init": "copy"}),
+    ("speculative L=4", "speculative", {"lookahead": 4}),
+    ("speculative L=16", "speculative", {"lookahead": 16}),
+    ("speculative L=end", "speculative", {"lookahead": None}),
+    ("autospeculative", "autospeculative", {}),
+    ("speculative_picard", "speculative_picard", {}),
+)
+
+
+def projected_h100_ms(rows_per_call: Sequence[int]) -> float:
+    """Projected H100 latency of a run: the measured per-call latency, piecewise linear in rows
+    (extrapolated along the last segment past 1024 rows), summed over the sequential calls."""
+    rows = np.array([r for r, _ in H100_CALL_LATENCY_MS], dtype=float)
+    ms = np.array([m for _, m in H100_CALL_LATENCY_MS], dtype=float)
+    calls = np.asarray(rows_per_call, dtype=float)
+    latency = np.interp(calls, rows, ms)
+    beyond = calls > rows[-1]
+    slope = (ms[-1] - ms[-2]) / (rows[-1] - rows[-2])
+    latency[beyond] = ms[-1] + slope * (calls[beyond] - rows[-1])
+    return float(latency.sum())
+
+
+def machine_name(device: torch.device) -> str:
+    """A line naming the hardware the wall times come from."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"CPU {cpu}, {torch.get_num_threads()} torch threads (torch {torch.__version__})"
+
+
+class _PeakRSS:
+    """Peak resident memory above the starting point, sampled every millisecond (CPU runs)."""
+
+    def __enter__(self) -> "_PeakRSS":
+        self._process = psutil.Process()
+        self.base = self.peak = self._process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.001):
+            self.peak = max(self.peak, self._process.memory_info().rss)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._process.memory_info().rss)
+
+    @property
+    def megabytes(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+@dataclass
+class Case:
+    """One benchmark problem: a denoiser with its schedule, sample shape and conditioning."""
+
+    name: str
+    denoiser: Callable
+    schedule: NoiseSchedule
+    event_shape: tuple[int, ...]
+    cond_dim: int = 0
+    seeds: int = 1
+
+
+@dataclass
+class Row:
+    label: str
+    sampler: str
+    exact: bool
+    rounds_mean: float
+    rounds_max: int
+    nfe_mean: float
+    accepted_mean: float | None
+    wall_ms: float
+    peak_mb: float
+    max_error: float
+    h100_ms: float
+    runs: list[dict[str, float]] = field(default_factory=list)
+
+
+def _timed(fn: Callable[[], SampleResult], device: torch.device) -> tuple[SampleResult, float, float]:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        result = fn()
+        end.record()
+        torch.cuda.synchronize(device)
+        return result, start.elapsed_time(end), (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    with _PeakRSS() as memory:
+        t0 = time.perf_counter()
+        result = fn()
+        wall = (time.perf_counter() - t0) * 1e3
+    return result, wall, memory.megabytes
+
+
+def run_case(
+    case: Case,
+    configs: Sequence[tuple[str, str, dict[str, Any]]] = SAMPLER_CONFIGS,
+    device: torch.device = torch.device("cpu"),
+    warmup: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> list[Row]:
+    """Run every registered configuration on ``case`` for each seed (one condition per run) and
+    summarize; ``warmup`` runs each configuration once first (for CUDA timings)."""
+    registered = set(available_samplers())
+    draws = []
+    for seed in range(case.seeds):
+        g = torch.Generator().manual_seed(seed)
+        x_T = torch.randn(1, *case.event_shape, generator=g)
+        noise = torch.randn(case.schedule.num_steps, 1, *case.event_shape, generator=g)
+        cond = torch.randn(1, case.cond_dim, generator=g) if case.cond_dim else None
+        draws.append(tuple(None if v is None else v.to(device) for v in (x_T, noise, cond)))
+
+    def sample(name: str, options: dict[str, Any], seed: int) -> SampleResult:
+        x_T, noise, cond = draws[seed]
+        generator = torch.Generator(device=device).manual_seed(1000 + seed)
+        return make_sampler(name, **options).sample(
+            case.denoiser, case.schedule, x_T, cond=cond, noise=noise, generator=generator)
+
+    with torch.inference_mode():
+        references = [sample("ddpm", {}, seed).sample for seed in range(case.seeds)]
+        rows = []
+        for label, name, options in configs:
+            if name not in registered:
+                continue
+            if progress:
+                progress(label)
+            if warmup:
+                sample(name, options, 0)
+            runs = []
+            for seed in range(case.seeds):
+                result, wall, peak = _timed(lambda: sample(name, options, seed), device)
+                runs.append({
+                    "rounds": result.rounds, "nfe": result.nfe, "wall_ms": wall, "peak_mb": peak,
+                    "max_error": float((result.sample - references[seed]).abs().max()),
+                    "h100_ms": projected_h100_ms(result.rows_per_call),
+                    "accepted": result.info.get("mean_accepted_length", float("nan")),
+                })
+            accepted = [r["accepted"] for r in runs if r["accepted"] == r["accepted"]]
+            rows.append(Row(
+                label=label, sampler=name, exact=make_sampler(name, **options).exact,
+                rounds_mean=float(np.mean([r["rounds"] for r in runs])),
+                rounds_max=int(max(r["rounds"] for r in runs)),
+                nfe_mean=float(np.mean([r["nfe"] for r in runs])),
+                accepted_mean=float(np.mean(accepted)) if accepted else None,
+                wall_ms=float(np.mean([r["wall_ms"] for r in runs])),
+                peak_mb=float(max(r["peak_mb"] for r in runs)),
+                max_error=float(max(r["max_error"] for r in runs)),
+                h100_ms=float(np.mean([r["h100_ms"] for r in runs])),
+                runs=runs,
+            ))
+    return rows
+
+
+def format_table(case: Case, rows: Sequence[Row], machine: str, device: torch.device) -> str:
+    """A markdown table of ``rows``, the wall-time column as ratios to ``ddpm`` too."""
+    ddpm_wall = next((r.wall_ms for r in rows if r.sampler == "ddpm"), float("nan"))
+    memory = "peak GPU MB" if device.type == "cuda" else "peak RSS MB"
+    lines = [
+        f"### {case.name}: {case.schedule.num_steps} steps, {case.seeds} condition(s), one per run",
+        f"Measured on {machine}. H100 ms is a projection from measured per-call latencies, not a measurement.",
+        "",
+        f"| sampler | exact | rounds mean | rounds max | NFE | accepted/round | wall ms | x ddpm wall | {memory} | max abs err vs ddpm | H100 ms (projected) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        accepted = "-" if r.accepted_mean is None else f"{r.accepted_mean:.2f}"
+        lines.append(
+            f"| {r.label} | {'yes' if r.exact else 'no'} | {r.rounds_mean:.1f} | {r.rounds_max} | "
+            f"{r.nfe_mean:.0f} | {accepted} | {r.wall_ms:.1f} | {r.wall_ms / ddpm_wall:.2f} | "
+            f"{r.peak_mb:.1f} | {r.max_error:.2e} | {r.h100_ms:.1f} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,35 @@
+"""The benchmark's projection and its side-by-side table."""
+
+import pytest
+import torch
+from diffusers import DDPMScheduler
+
+from policy_sampler import NoiseSchedule
+from policy_sampler.benchmark import Case, format_table, machine_name, projected_h100_ms, run_case
+from policy_sampler.reference import GaussianMixtureDenoiser
+
+
+def test_projection_interpolates_the_measured_h100_table():
+    assert projected_h100_ms([1]) == pytest.approx(1.59)
+    assert projected_h100_ms([100, 256, 1024]) == pytest.approx(2.10 + 2.81 + 6.57)
+    assert projected_h100_ms([178]) == pytest.approx((2.10 + 2.81) / 2)
+    slope = (6.57 - 2.81) / (1024 - 256)
+    assert projected_h100_ms([2048]) == pytest.approx(6.57 + slope * 1024)
+    assert projected_h100_ms([1] * 100) == pytest.approx(159.0)  # sequential ddpm, one row per call
+
+
+def test_run_case_compares_samplers_on_the_same_noise():
+    schedule = NoiseSchedule.from_diffusers(
+        DDPMScheduler(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2", clip_sample=True),
+        num_inference_steps=30)
+    case = Case("mixture", GaussianMixtureDenoiser.random(schedule, dim=4), schedule, (4,), seeds=2)
+    configs = [("ddpm", "ddpm", {}), ("tight paradigms", "paradigms", {"tolerance": 1e-6, "window": 8}),
+               ("not registered", "no_such_sampler", {})]
+    rows = run_case(case, configs)
+    assert [r.label for r in rows] == ["ddpm", "tight paradigms"]
+    ddpm, para = rows
+    assert ddpm.rounds_mean == 30 and ddpm.nfe_mean == 30 and ddpm.max_error == 0
+    assert ddpm.h100_ms == pytest.approx(30 * 1.59)
+    assert para.max_error < 1e-4 and para.rounds_mean <= 31
+    table = format_table(case, rows, machine_name(torch.device("cpu")), torch.device("cpu"))
+    assert "projection" in table and "| tight paradigms | no |" in table
