@@ -32,12 +32,12 @@ def cases(args: argparse.Namespace, device: torch.device) -> list[Case]:
     schedule = diffusion_policy_schedule()
     mixture = GaussianMixtureDenoiser.random(schedule, dim=32, seed=0)
     torch.manual_seed(0)
-    unet = ConditionalUnet1D(ConditionalUnet1DConfig(action_dim=2, global_cond_dim=20)).to(device).eval()
+    unet = ConditionalUnet1D(ConditionalUnet1DConfig(action_dim=2, global_cond_dim=40)).to(device).eval()
     params = sum(p.numel() for p in unet.parameters()) / 1e6
     return [
         Case("Gaussian mixture, 32-d, 3 modes (exact denoiser)", mixture, schedule, (32,), seeds=args.seeds),
-        Case(f"ConditionalUnet1D {params:.1f}M params, horizon 16 x 2 actions, random weights",
-             unet.denoiser(), schedule, (16, 2), cond_dim=20, seeds=args.unet_seeds),
+        Case(f"ConditionalUnet1D {params:.1f}M params, horizon 16 x 2 actions, 2 x 20-d obs, random weights",
+             unet.denoiser(), schedule, (16, 2), cond_dim=40, seeds=args.unet_seeds),
     ]
 
 
