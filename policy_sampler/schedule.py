@@ -100,12 +100,14 @@ class NoiseSchedule:
 
         if timesteps is not None:
             steps = torch.as_tensor(list(timesteps), dtype=torch.int64)
-        elif num_inference_steps is not None or scheduler.num_inference_steps is None:
+        elif num_inference_steps is not None:
             fresh = type(scheduler).from_config(config)
-            fresh.set_timesteps(num_inference_steps or config.num_train_timesteps)
+            fresh.set_timesteps(num_inference_steps)
             steps = fresh.timesteps.to(torch.int64).cpu()
-        else:
+        elif scheduler.num_inference_steps is not None or getattr(scheduler, "custom_timesteps", False):
             steps = scheduler.timesteps.to(torch.int64).cpu()
+        else:
+            steps = torch.arange(config.num_train_timesteps - 1, -1, -1, dtype=torch.int64)
 
         alphas_cumprod = scheduler.alphas_cumprod.to(torch.float64).cpu()
         if isinstance(scheduler, DDIMScheduler):
