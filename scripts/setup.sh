@@ -15,6 +15,12 @@ pip_quiet() { .venv/bin/python -m pip install -q --disable-pip-version-check "$@
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 pip_quiet "$TORCH_SPEC"
+# Meta-World pins mujoco==3.3.0. A venv that already holds mujoco 4.x (split into mujoco-core and
+# mujoco-studio, which share the mujoco/ folder) keeps 4.x files after pip's downgrade, and
+# `import mujoco` then fails (libmujoco.so.4.0.0); remove the 4.x split packages first.
+if .venv/bin/python -m pip show -q mujoco-core >/dev/null 2>&1; then
+  .venv/bin/python -m pip uninstall -y -q mujoco mujoco-core mujoco-studio
+fi
 pip_quiet -e ".[dev]"
 pip_quiet --no-deps "robomimic==0.3.0"
 
@@ -25,5 +31,6 @@ if importlib.util.find_spec("torchvision") is not None:
     sys.exit("setup: torchvision is installed; it breaks diffusers beside a CPU torch. Remove it.")
 from diffusers import DDPMScheduler, UNet1DModel  # noqa: F401  (fails if torchvision sneaked in)
 import policy_sampler, robomimic.utils.dataset  # noqa: F401
+import metaworld  # noqa: F401  (imports mujoco: fails on a half-downgraded mujoco 4.x)
 print(f"setup: ok (torch {torch.__version__}, python {sys.version.split()[0]})")
 PY

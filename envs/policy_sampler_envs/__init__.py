@@ -10,14 +10,15 @@ Tasks:
 - ``PolicySampler/ObstacleReach-v0``: a planar puck reaches a goal around a cylindrical
   obstacle; the expert passes left or right at random (multimodal demonstrations). See
   :mod:`policy_sampler_envs.obstacle_reach`.
+- ``PolicySampler/MetaWorld-<env_name>`` (e.g. ``PolicySampler/MetaWorld-push-v3``): the 50
+  Meta-World v3 tasks with their scripted experts plus seeded variation. See
+  :mod:`policy_sampler_envs.metaworld_tasks`.
 """
 
 import os
 
 # Headless rendering: must be set before anything imports mujoco's rendering backend.
 os.environ.setdefault("MUJOCO_GL", "egl")
-
-import importlib.util  # noqa: E402
 
 from .registry import Expert, available_tasks, make_expert, register_task  # noqa: E402
 
@@ -32,10 +33,5 @@ register_task(
 )
 
 # --- Meta-World tasks ---------------------------------------------------------------------
-# The single place where other task families join the registry: the module
-# ``policy_sampler_envs/metaworld_tasks.py`` calls ``register_task(...)`` for each of its tasks
-# at import. It is imported here when it exists; it must import cleanly (registering nothing,
-# or registering lazily) where Meta-World is not installed, since importing this package must
-# never fail.
-if importlib.util.find_spec(f"{__name__}.metaworld_tasks") is not None:
-    from . import metaworld_tasks  # noqa: E402,F401
+# Every Meta-World v3 task, registered lazily (nothing is registered where Meta-World is absent).
+from . import metaworld_tasks  # noqa: E402,F401
