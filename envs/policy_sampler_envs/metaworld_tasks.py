@@ -283,7 +283,7 @@ class MetaWorldExpert:
         env: gymnasium.Env | None = None,
         *,
         env_name: str | None = None,
-        waypoint_jitter: float = 0.01,
+        waypoint_jitter: float = 0.003,
         speed_range: tuple[float, float] = (0.75, 1.0),
         action_noise: float = 0.1,
         noise_clip: float = 0.25,
