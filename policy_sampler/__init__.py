@@ -2,6 +2,7 @@
 
 from policy_sampler.samplers import SampleResult, Sampler, available_samplers, make_sampler
 from policy_sampler.schedule import NoiseSchedule
+from policy_sampler.policy import DiffusionPolicy
 
-__all__ = ["NoiseSchedule", "SampleResult", "Sampler", "available_samplers", "make_sampler"]
+__all__ = ["DiffusionPolicy", "NoiseSchedule", "SampleResult", "Sampler", "available_samplers", "make_sampler"]
 __version__ = "0.1.0"

@@ -1,0 +1,359 @@
+"""DiffusionPolicy: observation history in, an unnormalized action chunk out, sampled by any sampler.
+
+The policy owns everything a control loop needs so none of it can be forgotten: the configuration,
+the min-max :class:`~policy_sampler.policy.normalizer.Normalizer`, the U-Net and an EMA copy of its
+weights (the copy used for inference), the diffusers ``DDPMScheduler`` used in training and the
+:class:`~policy_sampler.schedule.NoiseSchedule` the samplers run.
+
+``predict_action`` follows Diffusion Policy's low-dim flow (Chi et al. 2023, ``predict_action``):
+normalize the ``n_obs_steps`` observations, flatten them as the U-Net's global conditioning, sample
+a normalized ``[B, horizon, action_dim]`` chunk from ``x_T ~ N(0, I)``, unnormalize it and execute
+``chunk[:, n_obs_steps - 1 : n_obs_steps - 1 + n_action_steps]``.
+
+Checkpoint directory (written atomically by :meth:`DiffusionPolicy.save`)::
+
+    config.json         {"format": "policy_sampler.DiffusionPolicy", "format_version": 1,
+                         "policy": DiffusionPolicyConfig.to_dict(),
+                         "dataset_stats": {field: {"min": [...], "max": [...]}},
+                         "metadata": {...}}                   (task, dataset, training step, losses)
+    model.safetensors   "model.<name>": the EMA U-Net weights,
+                        "normalizer.<name>": the normalizer buffers (the source of truth for stats)
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from policy_sampler.models.conditional_unet1d import ConditionalUnet1D, ConditionalUnet1DDenoiser
+from policy_sampler.policy.config import DiffusionPolicyConfig
+from policy_sampler.policy.normalizer import Normalizer
+from policy_sampler.samplers import Sampler, make_sampler
+from policy_sampler.schedule import NoiseSchedule
+
+__all__ = ["CHECKPOINT_FORMAT", "DiffusionPolicy", "PolicyOutput"]
+
+CHECKPOINT_FORMAT = "policy_sampler.DiffusionPolicy"
+CHECKPOINT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class PolicyOutput:
+    """``actions`` [B, n_action_steps, action_dim] and ``chunk`` [B, horizon, action_dim], unnormalized;
+    ``rounds`` (sequential denoiser calls) and ``nfe`` (evaluations per sample) of the sampler;
+    ``info``: the sampler's name and counters."""
+
+    actions: Tensor
+    chunk: Tensor
+    rounds: int
+    nfe: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class DiffusionPolicy(nn.Module):
+    """Diffusion Policy (CNN, low-dim observations, global conditioning) with pluggable samplers."""
+
+    def __init__(self, config: DiffusionPolicyConfig, dataset_stats: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        if not isinstance(config, DiffusionPolicyConfig):
+            raise ValueError(f"config must be a DiffusionPolicyConfig, got {type(config).__name__}")
+        self.config = config
+        dims = dict(zip(config.obs_keys, config.obs_key_dims))
+        dims["action"] = config.action_dim
+        self.normalizer = Normalizer(dims, min_range=config.normalizer_min_range)
+        if dataset_stats is not None:
+            self.normalizer.fit(dataset_stats)
+        self.model = ConditionalUnet1D(config.unet_config())
+        self.ema_model = copy.deepcopy(self.model)
+        self.ema_model.requires_grad_(False)
+        self.ema_model.eval()
+        self.noise_scheduler = config.make_noise_scheduler()
+        self.schedule = NoiseSchedule.from_diffusers(
+            self.noise_scheduler, num_inference_steps=config.num_inference_steps
+        )
+        self.metadata: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def device(self) -> torch.device:
+        return next(self.ema_model.parameters()).device
+
+    def denoiser(self) -> ConditionalUnet1DDenoiser:
+        """The EMA U-Net as the samplers' denoiser ``(x [N, horizon, action_dim], t [N], cond) -> eps``."""
+        return self.ema_model.denoiser()
+
+    def train(self, mode: bool = True) -> "DiffusionPolicy":
+        super().train(mode)
+        self.ema_model.eval()  # the EMA copy is never trained
+        return self
+
+    # ------------------------------------------------------------------ observations
+    def _check_obs(self, obs: Any, batch_size: int | None = None) -> dict[str, Tensor]:
+        """Each key as a float tensor [B, n_obs_steps, d_k]; a ValueError names what is wrong."""
+        c = self.config
+        if not isinstance(obs, Mapping):
+            raise ValueError(f"obs must be a dict of tensors keyed by {list(c.obs_keys)}, got {type(obs).__name__}")
+        missing = [k for k in c.obs_keys if k not in obs]
+        if missing:
+            raise ValueError(f"obs is missing key(s) {missing}; expected keys {list(c.obs_keys)}, got {list(obs)}")
+        out: dict[str, Tensor] = {}
+        for key, dim in zip(c.obs_keys, c.obs_key_dims):
+            value = obs[key]
+            if isinstance(value, np.ndarray):
+                value = torch.from_numpy(value)
+            if not isinstance(value, Tensor):
+                raise ValueError(f"obs[{key!r}] must be a tensor, got {type(value).__name__}")
+            if not value.dtype.is_floating_point:
+                raise ValueError(f"obs[{key!r}] must be a floating-point tensor, got dtype {value.dtype}")
+            expected = (batch_size if batch_size is not None else "B", c.n_obs_steps, dim)
+            if value.ndim != 3 or value.shape[1:] != (c.n_obs_steps, dim) or (
+                batch_size is not None and value.shape[0] != batch_size
+            ) or value.shape[0] == 0:
+                raise ValueError(
+                    f"obs[{key!r}] must have shape [B, n_obs_steps, {key}_dim] = "
+                    f"[{expected[0]}, {c.n_obs_steps}, {dim}], got {tuple(value.shape)}"
+                )
+            if batch_size is None:
+                batch_size = value.shape[0]
+            if not bool(torch.isfinite(value).all()):
+                raise ValueError(f"obs[{key!r}] contains NaN or inf")
+            out[key] = value
+        return out
+
+    def global_cond(self, obs: Mapping[str, Tensor]) -> Tensor:
+        """Normalized, concatenated and flattened observation history: [B, n_obs_steps * obs_dim]."""
+        obs = self._check_obs(obs)
+        device = self.device
+        parts = [
+            self.normalizer.normalize(k, obs[k].to(device=device, dtype=torch.float32))
+            for k in self.config.obs_keys
+        ]
+        x = torch.cat(parts, dim=-1)
+        return x.reshape(x.shape[0], -1)
+
+    # ------------------------------------------------------------------ training
+    def compute_loss(self, batch: Mapping[str, Any], generator: torch.Generator | None = None) -> Tensor:
+        """DDPM training loss on a batch ``{"obs": {key: [B, n_obs_steps, d]}, "action": [B, horizon, A]}``
+        of raw (unnormalized) data: uniform random timesteps, ``DDPMScheduler.add_noise``, MSE between the
+        U-Net's output and the target of ``prediction_type`` (the noise, for epsilon)."""
+        c = self.config
+        if "obs" not in batch or "action" not in batch:
+            raise ValueError(f"batch must have 'obs' and 'action', got {list(batch)}")
+        cond = self.global_cond(batch["obs"])
+        action = batch["action"]
+        if not isinstance(action, Tensor) or tuple(action.shape) != (cond.shape[0], c.horizon, c.action_dim):
+            shape = tuple(action.shape) if isinstance(action, Tensor) else type(action).__name__
+            raise ValueError(
+                f"batch['action'] must have shape [B, horizon, action_dim] = "
+                f"[{cond.shape[0]}, {c.horizon}, {c.action_dim}], got {shape}"
+            )
+        device = cond.device
+        x0 = self.normalizer.normalize("action", action.to(device=device, dtype=torch.float32))
+        b = x0.shape[0]
+        gen_device = generator.device if generator is not None else device
+        noise = torch.randn(x0.shape, generator=generator, device=gen_device).to(device)
+        t = torch.randint(0, c.num_train_timesteps, (b,), generator=generator, device=gen_device).to(device)
+        noisy = self.noise_scheduler.add_noise(x0, noise, t)
+        pred = self.model(noisy, t, cond)
+        if c.prediction_type == "epsilon":
+            target = noise
+        elif c.prediction_type == "sample":
+            target = x0
+        else:
+            target = self.noise_scheduler.get_velocity(x0, noise, t)
+        return F.mse_loss(pred, target)
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def predict_action(
+        self,
+        obs: Mapping[str, Tensor],
+        sampler: str | Sampler = "ddpm",
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
+        x_T: Tensor | None = None,
+        **sampler_options: Any,
+    ) -> PolicyOutput:
+        """Sample an action chunk for a batch of observation histories.
+
+        ``obs``: ``{key: [B, n_obs_steps, d_key]}`` float tensors (extra keys are ignored).
+        ``sampler``: a name for :func:`make_sampler` (with ``sampler_options``) or a ``Sampler``.
+        ``x_T`` ([B, horizon, action_dim]) fixes the initial noise, else it is drawn from ``generator``;
+        ``noise`` ([K, B, horizon, action_dim]) fixes the per-step draws (see the sampler contract).
+        Uses the EMA weights. Returns unnormalized ``actions`` and ``chunk``.
+        """
+        c = self.config
+        checked = self._check_obs(obs)
+        cond = self.global_cond(checked)
+        b = cond.shape[0]
+        device = cond.device
+        shape = (b, c.horizon, c.action_dim)
+        if x_T is None:
+            gen_device = generator.device if generator is not None else device
+            x_T = torch.randn(shape, generator=generator, device=gen_device, dtype=torch.float32).to(device)
+        elif not isinstance(x_T, Tensor) or tuple(x_T.shape) != shape:
+            got = tuple(x_T.shape) if isinstance(x_T, Tensor) else type(x_T).__name__
+            raise ValueError(f"x_T must have shape [B, horizon, action_dim] = {list(shape)}, got {got}")
+        else:
+            x_T = x_T.to(device)
+        if noise is not None:
+            if not isinstance(noise, Tensor):
+                raise ValueError(f"noise must be a tensor, got {type(noise).__name__}")
+            noise = noise.to(device)
+
+        if isinstance(sampler, Sampler):
+            if sampler_options:
+                raise ValueError("sampler options cannot be given with a Sampler instance")
+            chosen = sampler
+        elif isinstance(sampler, str):
+            chosen = make_sampler(sampler, **sampler_options)
+        else:
+            raise ValueError(f"sampler must be a name or a Sampler, got {type(sampler).__name__}")
+
+        result = chosen.sample(self.denoiser(), self.schedule, x_T, cond=cond, noise=noise, generator=generator)
+        chunk = self.normalizer.unnormalize("action", result.sample)
+        actions = chunk[:, c.action_slice]
+        info = dict(result.info)
+        info.update(sampler=chosen.name, evaluations=result.evaluations, rows_per_call=result.rows_per_call)
+        return PolicyOutput(actions=actions, chunk=chunk, rounds=result.rounds, nfe=result.nfe, info=info)
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_state(self) -> dict[str, Tensor]:
+        """What ``model.safetensors`` holds: the EMA U-Net weights and the normalizer buffers."""
+        state = {f"model.{k}": v for k, v in self.ema_model.state_dict().items()}
+        state.update({f"normalizer.{k}": v for k, v in self.normalizer.state_dict().items()})
+        return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+
+    def save(self, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None) -> Path:
+        """Write the checkpoint directory ``path`` atomically: everything goes into a temporary directory
+        beside it, which then replaces ``path`` (an existing checkpoint is swapped out only once the new
+        one is complete; a failure leaves the old one, or nothing, and no temporary directory)."""
+        from safetensors.torch import save_file
+
+        target = Path(path).absolute()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        meta = dict(self.metadata)
+        if metadata:
+            meta.update(metadata)
+        document = {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": CHECKPOINT_VERSION,
+            "policy": self.config.to_dict(),
+            "dataset_stats": self.normalizer.stats(),
+            "normalizer_fitted": bool(self.normalizer.fitted),
+            "metadata": _jsonable(meta),
+        }
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        old: Path | None = None
+        try:
+            save_file(self.checkpoint_state(), str(tmp / WEIGHTS_NAME), metadata={"format": CHECKPOINT_FORMAT})
+            with open(tmp / CONFIG_NAME, "w") as f:
+                json.dump(document, f, indent=2)
+                f.write("\n")
+            for name in (WEIGHTS_NAME, CONFIG_NAME):
+                _fsync(tmp / name)
+            if target.exists():
+                if not target.is_dir():
+                    raise ValueError(f"checkpoint path {target} exists and is not a directory")
+                old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+                os.replace(target, old / "ckpt")
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if old is not None and (old / "ckpt").exists() and not target.exists():
+                os.replace(old / "ckpt", target)  # put the previous checkpoint back
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        _fsync(target.parent)
+        return target
+
+    @staticmethod
+    def resolve_checkpoint(path: str | os.PathLike) -> Path:
+        """``path`` itself if it holds ``config.json``, else its ``best/`` or ``last/`` checkpoint (a
+        training run directory written by ``scripts/train.py``)."""
+        p = Path(path)
+        if (p / CONFIG_NAME).is_file():
+            return p
+        for sub in ("best", "last"):
+            if (p / sub / CONFIG_NAME).is_file():
+                return p / sub
+        raise FileNotFoundError(
+            f"no checkpoint at {p}: expected {CONFIG_NAME} and {WEIGHTS_NAME} there or in {p}/best or {p}/last"
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "DiffusionPolicy":
+        """Rebuild a policy from a checkpoint directory (or a training run directory, see
+        :meth:`resolve_checkpoint`) in eval mode on ``device``. Both the training and EMA U-Nets get the
+        saved EMA weights."""
+        from safetensors.torch import load_file
+
+        ckpt = cls.resolve_checkpoint(path)
+        with open(ckpt / CONFIG_NAME) as f:
+            document = json.load(f)
+        if document.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{ckpt / CONFIG_NAME} is not a {CHECKPOINT_FORMAT} checkpoint")
+        if int(document.get("format_version", -1)) > CHECKPOINT_VERSION:
+            raise ValueError(
+                f"checkpoint format_version {document['format_version']} is newer than this code "
+                f"({CHECKPOINT_VERSION})"
+            )
+        config = DiffusionPolicyConfig.from_dict(document["policy"])
+        policy = cls(config)
+        policy.metadata = dict(document.get("metadata") or {})
+        state = load_file(str(ckpt / WEIGHTS_NAME), device="cpu")
+        model_state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+        norm_state = {k[len("normalizer."):]: v for k, v in state.items() if k.startswith("normalizer.")}
+        stray = [k for k in state if not k.startswith(("model.", "normalizer."))]
+        if stray:
+            raise ValueError(f"unexpected tensors in {ckpt / WEIGHTS_NAME}: {stray[:5]}")
+        policy.ema_model.load_state_dict(model_state, strict=True)
+        policy.model.load_state_dict(model_state, strict=True)
+        policy.normalizer.load_state_dict(norm_state, strict=True)
+        return policy.to(device).eval()
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (Tensor, np.ndarray)):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)

@@ -1,0 +1,6 @@
+"""Training of DiffusionPolicy: EMA of the weights and the training loop."""
+
+from policy_sampler.training.ema import EMA
+from policy_sampler.training.trainer import TrainResult, train
+
+__all__ = ["EMA", "TrainResult", "train"]
