@@ -178,6 +178,25 @@ class DiffusionPolicy(nn.Module):
         return F.mse_loss(pred, target)
 
     # ------------------------------------------------------------------ inference
+    def schedule_for(self, num_inference_steps: int | None = None) -> NoiseSchedule:
+        """The :class:`NoiseSchedule` with ``num_inference_steps`` steps of the policy's training scheduler
+        (built once per step count and cached); ``None`` (or the configured count) is ``self.schedule``."""
+        if num_inference_steps is None:
+            return self.schedule
+        n = num_inference_steps
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= int(n) <= self.config.num_train_timesteps:
+            raise ValueError(
+                f"num_inference_steps must be an int in [1, num_train_timesteps={self.config.num_train_timesteps}], "
+                f"got {num_inference_steps!r}"
+            )
+        n = int(n)
+        if n == self.schedule.num_steps:
+            return self.schedule
+        cache = self.__dict__.setdefault("_schedule_cache", {})
+        if n not in cache:
+            cache[n] = NoiseSchedule.from_diffusers(self.noise_scheduler, num_inference_steps=n)
+        return cache[n]
+
     @torch.no_grad()
     def predict_action(
         self,
@@ -186,6 +205,7 @@ class DiffusionPolicy(nn.Module):
         generator: torch.Generator | None = None,
         noise: Tensor | None = None,
         x_T: Tensor | None = None,
+        num_inference_steps: int | None = None,
         **sampler_options: Any,
     ) -> PolicyOutput:
         """Sample an action chunk for a batch of observation histories.
@@ -194,9 +214,13 @@ class DiffusionPolicy(nn.Module):
         ``sampler``: a name for :func:`make_sampler` (with ``sampler_options``) or a ``Sampler``.
         ``x_T`` ([B, horizon, action_dim]) fixes the initial noise, else it is drawn from ``generator``;
         ``noise`` ([K, B, horizon, action_dim]) fixes the per-step draws (see the sampler contract).
+        ``num_inference_steps``: run the sampler on a schedule with this many steps, built from the
+        policy's training scheduler (e.g. 16 for a DDIM-16 baseline; this changes the sampled law);
+        ``None`` uses the policy's own schedule (``config.num_inference_steps``).
         Uses the EMA weights. Returns unnormalized ``actions`` and ``chunk``.
         """
         c = self.config
+        schedule = self.schedule_for(num_inference_steps)
         checked = self._check_obs(obs)
         cond = self.global_cond(checked)
         b = cond.shape[0]
@@ -224,11 +248,12 @@ class DiffusionPolicy(nn.Module):
         else:
             raise ValueError(f"sampler must be a name or a Sampler, got {type(sampler).__name__}")
 
-        result = chosen.sample(self.denoiser(), self.schedule, x_T, cond=cond, noise=noise, generator=generator)
+        result = chosen.sample(self.denoiser(), schedule, x_T, cond=cond, noise=noise, generator=generator)
         chunk = self.normalizer.unnormalize("action", result.sample)
         actions = chunk[:, c.action_slice]
         info = dict(result.info)
-        info.update(sampler=chosen.name, evaluations=result.evaluations, rows_per_call=result.rows_per_call)
+        info.update(sampler=chosen.name, evaluations=result.evaluations, rows_per_call=result.rows_per_call,
+                    num_inference_steps=schedule.num_steps)
         return PolicyOutput(actions=actions, chunk=chunk, rounds=result.rounds, nfe=result.nfe, info=info)
 
     # ------------------------------------------------------------------ checkpoints
