@@ -1,6 +1,6 @@
 """Samplers behind one interface: ``make_sampler(name, **options).sample(denoiser, schedule, x_T, ...)``."""
 
-from policy_sampler.samplers import picard, sequential  # noqa: F401  (registers the samplers)
+from policy_sampler.samplers import autospeculative, picard, sequential, speculative  # noqa: F401  (registers the samplers)
 from policy_sampler.samplers.base import (
     Denoiser,
     SampleResult,
