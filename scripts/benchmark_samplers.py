@@ -3,6 +3,7 @@
     python scripts/benchmark_samplers.py --quick            # a few conditions, about two minutes on CPU
     python scripts/benchmark_samplers.py --seeds 32 --out results.json
     python scripts/benchmark_samplers.py --device cuda      # real GPU timings (CUDA events, warm-up)
+    python scripts/benchmark_samplers.py --quick --paradigms-sweep   # + paradigms' settings side by side
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from diffusers import DDPMScheduler
 from tqdm import tqdm
 
 from policy_sampler import NoiseSchedule
-from policy_sampler.benchmark import Case, format_table, machine_name, run_case
+from policy_sampler.benchmark import Case, format_table, machine_name, paradigms_sweep, run_case
 from policy_sampler.models import ConditionalUnet1D, ConditionalUnet1DConfig
 from policy_sampler.reference import GaussianMixtureDenoiser
 
@@ -48,6 +49,8 @@ def main() -> None:
     parser.add_argument("--unet-seeds", type=int, default=3, help="conditions (one per run) on the U-Net")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--out", help="also write every run's figures to this JSON file")
+    parser.add_argument("--paradigms-sweep", action="store_true",
+                        help="also sweep paradigms' window, tolerance and initial guesses on the mixture")
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.unet_seeds = 8, 1
@@ -56,13 +59,17 @@ def main() -> None:
     device = torch.device(args.device)
     machine = machine_name(device)
     report = {"machine": machine, "cases": []}
-    for case in cases(args, device):
+    problems = cases(args, device)
+    for case in problems:
         bar = tqdm(desc=case.name.split(",")[0], unit="sampler")
         rows = run_case(case, device=device, warmup=device.type == "cuda",
                         progress=lambda label: (bar.set_postfix_str(label), bar.update()))
         bar.close()
         print(format_table(case, rows, machine, device) + "\n", flush=True)
         report["cases"].append({"case": case.name, "rows": [asdict(r) for r in rows]})
+    if args.paradigms_sweep:
+        mixture = problems[0]
+        print(paradigms_sweep(mixture.denoiser, mixture.schedule, mixture.event_shape) + "\n", flush=True)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(report, f, indent=1)

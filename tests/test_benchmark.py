@@ -5,7 +5,7 @@ import torch
 from diffusers import DDPMScheduler
 
 from policy_sampler import NoiseSchedule
-from policy_sampler.benchmark import Case, format_table, machine_name, projected_h100_ms, run_case
+from policy_sampler.benchmark import Case, format_table, machine_name, paradigms_sweep, projected_h100_ms, run_case
 from policy_sampler.reference import GaussianMixtureDenoiser
 
 
@@ -33,3 +33,15 @@ def test_run_case_compares_samplers_on_the_same_noise():
     assert para.max_error < 1e-4 and para.rounds_mean <= 31
     table = format_table(case, rows, machine_name(torch.device("cpu")), torch.device("cpu"))
     assert "projection" in table and "| tight paradigms | no |" in table
+
+
+def test_paradigms_sweep_lists_every_setting():
+    schedule = NoiseSchedule.from_diffusers(
+        DDPMScheduler(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2", clip_sample=True),
+        num_inference_steps=20)
+    table = paradigms_sweep(GaussianMixtureDenoiser.random(schedule, dim=4), schedule, (4,), conditions=4,
+                            windows=(4, 20), tolerances=(0.1, 1e-6))
+    rows = [line for line in table.splitlines() if line.startswith("| frozen_x0") or line.startswith("| copy")]
+    assert len(rows) == 8
+    tight = [row for row in rows if "| 1e-06 |" in row]
+    assert all(float(row.split("|")[-2]) < 1e-4 for row in tight)  # max error at a tight tolerance
