@@ -62,7 +62,7 @@ class GaussianMixtureDenoiser:
         mu = self.means.to(x.device).unsqueeze(0)  # [1, C, *event]
         if cond is not None:
             mu = mu + cond.to(torch.float64).unsqueeze(1)
-        s2 = self.stds.to(x.device).reshape(1, -1, *([1] * (x.ndim - 1)))
+        s2 = self.stds.to(x.device).pow(2).reshape(1, -1, *([1] * (x.ndim - 1)))
         a_ = a.unsqueeze(1)
         var = a_ * s2 + 1 - a_  # [N, C, 1...]
         diff = x.unsqueeze(1) - a_.sqrt() * mu
