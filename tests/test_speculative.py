@@ -140,6 +140,8 @@ def _fast_samplers(dim, clip):
         "speculative-1": make_sampler("speculative", lookahead=1),
         "autospeculative-4": make_sampler("autospeculative", spec_len=4),
         "picard-8": make_sampler("speculative_picard", window=8),
+        "gauss10-speculative-None": make_sampler("speculative", prior_precision=10.0),
+        "gauss1-picard-8": make_sampler("speculative_picard", window=8, prior_precision=1.0),
         "independent-wrong-4": make_sampler("speculative", lookahead=4, draft="independent",
                                             draft_denoiser=wrong_mixture(dim, 20, clip)),
     }
@@ -167,7 +169,8 @@ def test_law_test_has_power_fast(dim, clip, n):
 
 SLOW_CONFIGS = [(dim, clip, steps) for dim in (2, 16) for clip in (True, False) for steps in (20, 100)]
 SLOW_SAMPLERS = ["speculative-1", "speculative-4", "speculative-None", "independent-1", "independent-None",
-                 "autospeculative-None", "picard-4", "picard-None"]
+                 "autospeculative-None", "picard-4", "picard-None",
+                 "gauss-speculative-4", "gauss-speculative-None", "gauss-picard-None"]
 WRONG_SAMPLERS = ["resample-4", "resample-None", "resample-independent-4", "noisy-None"]
 
 
@@ -186,6 +189,9 @@ def _slow_sampler(name: str, dim: int, steps: int, clip: bool):
         "autospeculative-None": lambda: make_sampler("autospeculative"),
         "picard-4": lambda: make_sampler("speculative_picard", window=4),
         "picard-None": lambda: make_sampler("speculative_picard"),
+        "gauss-speculative-4": lambda: make_sampler("speculative", lookahead=4, prior_precision=3.0),
+        "gauss-speculative-None": lambda: make_sampler("speculative", prior_precision=10.0),
+        "gauss-picard-None": lambda: make_sampler("speculative_picard", prior_precision=10.0),
         "resample-4": lambda: ResampleOnRejection(lookahead=4),
         "resample-None": lambda: ResampleOnRejection(),
         "resample-independent-4": lambda: ResampleOnRejection(draft="independent", draft_denoiser=wrong, lookahead=4),
@@ -259,6 +265,7 @@ def test_target_draft_with_conditioning():
 @pytest.mark.parametrize("name,options", [
     ("speculative", {"lookahead": 4}), ("speculative", {}), ("autospeculative", {"spec_len": 16}),
     ("speculative_picard", {"window": 8}), ("speculative_picard", {}),
+    ("speculative", {"prior_precision": 10.0}), ("speculative_picard", {"prior_precision": 10.0}),
 ])
 def test_rounds_counted_and_finished_rows_leave(name, options):
     sch = schedule(100)
@@ -310,6 +317,12 @@ def test_exact_registered_and_options():
             make_sampler("autospeculative", spec_len=bad)
         with pytest.raises(ValueError, match="window"):
             make_sampler("speculative_picard", window=bad)
+    for bad in [0, -1.0, float("inf"), float("nan"), True, "10"]:
+        for name in ["speculative", "speculative_picard"]:
+            with pytest.raises(ValueError, match="prior_precision"):
+                make_sampler(name, prior_precision=bad)
+    with pytest.raises(ValueError, match="prior_precision"):
+        make_sampler("speculative", draft="independent", draft_denoiser=den, prior_precision=1.0)
     with pytest.raises(ValueError, match="draft"):
         make_sampler("speculative", draft="eagle")
     with pytest.raises(ValueError, match="draft_denoiser"):
@@ -392,3 +405,18 @@ def test_schedule_whose_last_step_is_stochastic():
         assert res.rounds == (4 if L == 3 else 1)
     res = make_sampler("speculative_picard").sample(den, sch, x_T, noise=noise, generator=g)
     assert torch.isfinite(res.sample).all()
+
+
+def test_gaussian_local_draft_is_exact_for_gaussian_data():
+    """With one Gaussian component of precision tau and no clipping, the Gaussian-local draft is the
+    target itself after the first round (the source then pins mu): 2 rounds and no rejection."""
+    sch = schedule(100, clip=False)
+    std = 1.0  # unit variance (std == variance: independent of how the reference reads ``stds``)
+    den = GaussianMixtureDenoiser(torch.full((1, 8), 0.2, dtype=torch.float64), std, None, sch)
+    x_T = torch.randn(3, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for name in ["speculative", "speculative_picard"]:
+        res = make_sampler(name, prior_precision=1 / std**2).sample(
+            den, sch, x_T, generator=torch.Generator().manual_seed(1))
+        assert res.rounds == 2 and torch.isfinite(res.sample).all(), (name, res.rounds)
+        frozen = make_sampler(name).sample(den, sch, x_T, generator=torch.Generator().manual_seed(1))
+        assert frozen.rounds > res.rounds

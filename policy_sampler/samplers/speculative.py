@@ -33,6 +33,19 @@ sigma_i z_i``, extended past the old window with the leaf's prediction frozen. E
 depends only on the noise of earlier steps, and verification happens at every call from the window
 start (a fixed schedule that never looks at the noise being verified), so it is exact too.
 
+**Gaussian-local draft** (option ``prior_precision`` tau, both samplers): instead of holding the
+clean prediction fixed, the draft takes it as the posterior mean under a Gaussian prior
+N(mu, I/tau) fitted to the source evaluation. In stochastic-localization coordinates (snr
+t = a/(1-a), y = h x with h = sqrt(a)/(1-a)) that mean is (tau mu + y)/(tau + t), so from a source
+state x_s at step s with prediction X_s, ``x0_draft(x) = (C + h x)/(tau + t)`` with
+``C = X_s (tau + t_s) - h_s x_s``. It is exact when the data are that Gaussian and tracks the
+noise-driven drift of x0_hat along the drafted path (the frozen draft ignores it: its sqrt(dSNR)
+large late steps are where it is rejected); tau -> inf recovers ``frozen``. The draft is still
+linear in x, so the window is solved in one shot with lam = d1 + d0 h/(tau + t); the source C is
+taken at the same states as the frozen anchor (or the Picard slots), so every draft mean is still
+a function of earlier noise only: exact for any tau. tau ~ 1/(per-dimension data variance) suits
+it; too small a tau is worse than frozen (tau -> 0 fails badly). No clip is applied to x0_draft.
+
 Rows advance independently with fixed-shape windows [rows, L+1] (padded past the end with copies of
 the leaf), finished rows leave the batch, and each round has one host sync.
 """
@@ -64,6 +77,14 @@ def _optional_positive(name: str, value: Any) -> int | None:
     return value
 
 
+def _prior_precision(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ValueError(f"prior_precision must be a positive finite number or None, got {value!r}")
+    return float(value)
+
+
 class _SpeculativeBase(Sampler):
     """The shared round loop; subclasses choose the window, the draft and whether it is refined."""
 
@@ -72,6 +93,7 @@ class _SpeculativeBase(Sampler):
     coupling = staticmethod(reflection_coupling)  # test suites swap in wrong couplings here
     draft: str = "frozen"
     draft_denoiser: Callable | None = None
+    prior_precision: float | None = None  # None: frozen x0_hat; else the Gaussian-local draft
 
     def _window(self, schedule: NoiseSchedule) -> int:
         raise NotImplementedError
@@ -106,8 +128,19 @@ class _SpeculativeBase(Sampler):
         for s in reversed(range(K)):
             nxt[s] = s if det[s] else nxt[s + 1]
         next_det = torch.tensor(nxt, device=device)
-        _, d1 = chain.draft_coefficients()
-        recurrence = LinearRecurrence(d1, device, dtype)
+        d0_64, d1 = chain.draft_coefficients()
+        tau = self.prior_precision
+        if tau is None or self.draft == "independent":
+            recurrence = LinearRecurrence(d1, device, dtype)
+        else:
+            # Gaussian-local draft: x0_draft(x) = (C + h x) / (tau + snr) with C = x0_hat (tau + snr) - h x
+            # taken at a source state (the posterior mean under a N(mu, I / tau) prior matched to it)
+            a64, _ = schedule.alpha_bar_pairs()
+            snr64, h64 = a64 / (1 - a64), a64.sqrt() / (1 - a64)
+            w64 = 1 / (tau + snr64)
+            recurrence = LinearRecurrence(d1 + d0_64 * h64 * w64, device, dtype)
+            tab = dict(tab, g_w=w64.to(device=device, dtype=dtype), g_h=h64.to(device=device, dtype=dtype),
+                       g_prec=(tau + snr64).to(device=device, dtype=dtype))
         noise_rows = noise.transpose(0, 1)  # [B, K, *E]
 
         x = x_T.clone()
@@ -159,9 +192,14 @@ class _SpeculativeBase(Sampler):
                 ps = torch.stack(means, 1)
             else:
                 source = src[rows] if self.refine else anchor[rows].unsqueeze(1)
-                u = coef("d0", steps) * source + sig * z
+                if tau is None:
+                    shift, lam = coef("d0", steps) * source, coef("d1", steps)
+                else:
+                    shift = coef("d0", steps) * coef("g_w", steps) * source
+                    lam = coef("d1", steps) + coef("d0", steps) * coef("g_h", steps) * coef("g_w", steps)
+                u = shift + sig * z
                 rolled = torch.cat([x_root.unsqueeze(1), recurrence.solve(x_root, kr, u)], 1)
-                ps = coef("d0", steps) * source + coef("d1", steps) * rolled[:, :W]
+                ps = shift + lam * rolled[:, :W]
                 # Each drafted state is exactly its mean plus its step's noise (the coupling's premise);
                 # the means come from the one-shot roll-out, a function of earlier noise only.
                 xs = torch.cat([x_root.unsqueeze(1), ps + sig * z], 1)
@@ -172,6 +210,8 @@ class _SpeculativeBase(Sampler):
 
             out = call(xs.flatten(0, 1), tab["timesteps"][kc].flatten(), rows.repeat_interleave(W + 1))
             mean, x0_hat = chain.mean(out.view_as(xs), xs, kc)
+            if tau is not None and self.draft != "independent":
+                x0_hat = x0_hat * coef("g_prec", kc) - coef("g_h", kc) * xs  # the source C of each state
 
             uniforms = torch.rand((R, W), generator=generator, dtype=torch.float64, device=rand_device)
             res = self.coupling(xs[:, 1:], ps, mean[:, :W], sigma_tab[steps], z, uniforms.to(device), ed)
@@ -225,14 +265,18 @@ class SpeculativeSampler(_SpeculativeBase):
     Options: ``lookahead`` (drafted transitions per round, int >= 1, or None: to the end),
     ``draft`` ('frozen': the target's last clipped clean prediction frozen, no extra model;
     'independent': ``draft_denoiser``, a callable with the denoiser's signature and prediction type,
-    drafts sequentially). Exact for any draft and lookahead (see the module docstring).
+    drafts sequentially), ``prior_precision`` (None, or tau > 0: the frozen draft becomes the
+    Gaussian-local draft, see the module docstring). Exact for any draft and lookahead.
     """
 
     name = "speculative"
 
     def __init__(self, lookahead: int | None = None, draft: str = "frozen",
-                 draft_denoiser: Callable | None = None) -> None:
+                 draft_denoiser: Callable | None = None, prior_precision: float | None = None) -> None:
         self.lookahead = _optional_positive("lookahead", lookahead)
+        self.prior_precision = _prior_precision(prior_precision)
+        if prior_precision is not None and draft != "frozen":
+            raise ValueError("prior_precision applies to draft='frozen' only")
         if draft not in DRAFTS:
             raise ValueError(f"draft must be one of {DRAFTS}, got {draft!r}")
         if draft == "independent" and draft_denoiser is None:
@@ -251,14 +295,16 @@ class SpeculativeSampler(_SpeculativeBase):
 class SpeculativePicardSampler(_SpeculativeBase):
     """Speculative sampling whose frozen-x0 drafts are refined by a Picard sweep at every call
     (speculative.md section 6, sliding variant): each call is both a Picard sweep of the window and
-    an exact reflection-coupling verification from the window start. Option ``window`` (transitions
-    per window, int >= 1, or None: to the end). Exact, like ``speculative``."""
+    an exact reflection-coupling verification from the window start. Options ``window`` (transitions
+    per window, int >= 1, or None: to the end) and ``prior_precision`` (as for ``speculative``).
+    Exact, like ``speculative``."""
 
     name = "speculative_picard"
     refine = True
 
-    def __init__(self, window: int | None = None) -> None:
+    def __init__(self, window: int | None = None, prior_precision: float | None = None) -> None:
         self.window = _optional_positive("window", window)
+        self.prior_precision = _prior_precision(prior_precision)
 
     def _window(self, schedule: NoiseSchedule) -> int:
         K = schedule.num_steps
