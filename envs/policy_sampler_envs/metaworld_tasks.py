@@ -33,6 +33,38 @@ Conventions (Meta-World's, passed through; world frame in metres):
   ``corner3`` (the whole table). Meta-World's corner cameras are mounted upside down; frames
   from a camera whose up axis points down are turned 180 degrees, so the table is at the
   bottom of the image (no mirroring).
+
+Expert success and per-task variation (``scripts/expert_success.py``: env seeds 0..49, expert
+seeds derived from them, episodes end at the first success; every registered task's expert must
+succeed in at least 90% of them). With :class:`MetaWorldExpert`'s default variation (jitter
+0.003 m, speed 0.75-1.0, noise 0.1) ten tasks fell short; :data:`EXPERT_VARIATION` narrows the
+variation for seven of them, only in the component that hurt (measured one component at a time),
+and keeps the rest, so demonstrations still differ between seeds. Success rates below are over
+seeds 0..49 (and 0..99):
+
+- ``basketball-v3`` (default 52%): the speed scaling breaks the grasp-and-lift (speed 0.75-1.0
+  alone: 54%) and jitter costs a few (0.003 alone: 92%); noise is harmless. Override: no jitter,
+  full speed, noise 0.05 -> 98% (98%).
+- ``door-open-v3`` (88%): slower speeds lose the handle (speed 0.75-1.0 alone: 90%). Override:
+  full speed -> 94% (95%). Variation off: 96%.
+- ``peg-insert-side-v3`` (82%): jitter misaligns the peg with the hole (0.003 alone: 78%);
+  the scripted policy itself is marginal (variation off: 92%, but 88% over seeds 0..99).
+  Override: no jitter, speed 0.9-1.0, noise 0.03 -> 92% (88%); a borderline task.
+- ``peg-unplug-side-v3`` (88%): the widest speed range costs most. Override: speed 0.9-1.0 ->
+  98% (98%).
+- ``pick-out-of-hole-v3`` (84%): the jitter misplaces the grasp in the hole (0.003 alone: 92%).
+  Override: jitter 0.001 -> 100% (98%).
+- ``shelf-place-v3`` (62%): speed (0.75-1.0 alone: 78%) and noise (0.1 alone: 92%). Override:
+  full speed, noise 0.05 -> 94% (97%).
+- ``sweep-into-v3`` (84%): speed (0.75-1.0 alone: 88%). Override: full speed, noise 0.05 ->
+  94% (92%). Variation off: 92% (91%).
+
+Three tasks are not registered (:data:`EXCLUDED_TASKS`): Meta-World's scripted policy itself,
+with no variation at all, fails on part of their reset space (the same env seeds fail whatever
+the variation), below 90% over seeds 0..49 with the variation off: ``box-close-v3`` 86% (92%
+over seeds 0..99), ``soccer-v3`` 88%, ``stick-pull-v3`` 86%. They remain
+constructible as ``MetaWorldTaskEnv(env_name=...)`` with ``MetaWorldExpert``; only the
+``PolicySampler/`` registration leaves them out.
 """
 
 from __future__ import annotations
@@ -56,6 +88,11 @@ __all__ = [
     "DEFAULT_CAMERAS",
     "MetaWorldTaskEnv",
     "MetaWorldExpert",
+    "EXPERT_VARIATION",
+    "EXCLUDED_TASKS",
+    "EXCLUDED_ENV_NAMES",
+    "REGISTERED_ENV_NAMES",
+    "make_metaworld_expert",
     "metaworld_task_id",
     "register_metaworld_tasks",
 ]
@@ -86,6 +123,31 @@ BENCHMARK_ENV_NAMES: tuple[str, ...] = ("push-v3", "drawer-open-v3", "button-pre
 # corner4 is close to the workspace's front half, where these three tasks' objects lie.
 DEFAULT_CAMERAS: dict[str, str] = {name: "corner4" for name in BENCHMARK_ENV_NAMES}
 FALLBACK_CAMERA = "corner3"  # the whole table, for tasks not looked at one by one
+
+# Per-task expert variation (MetaWorldExpert keyword arguments), for the tasks whose scripted
+# policy is too sensitive to the default variation; see the module docstring for the numbers.
+EXPERT_VARIATION: dict[str, dict[str, Any]] = {
+    "basketball-v3": {"waypoint_jitter": 0.0, "speed_range": (1.0, 1.0), "action_noise": 0.05},
+    "door-open-v3": {"speed_range": (1.0, 1.0)},
+    "peg-insert-side-v3": {"waypoint_jitter": 0.0, "speed_range": (0.9, 1.0), "action_noise": 0.03},
+    "peg-unplug-side-v3": {"speed_range": (0.9, 1.0)},
+    "pick-out-of-hole-v3": {"waypoint_jitter": 0.001},
+    "shelf-place-v3": {"speed_range": (1.0, 1.0), "action_noise": 0.05},
+    "sweep-into-v3": {"speed_range": (1.0, 1.0), "action_noise": 0.05},
+}
+
+# Tasks not registered (see the module docstring): Meta-World's scripted policy itself fails on
+# part of the reset space. (env name, its success rate with the variation off).
+EXCLUDED_TASKS: tuple[tuple[str, float], ...] = (
+    ("box-close-v3", 0.86),
+    ("soccer-v3", 0.88),
+    ("stick-pull-v3", 0.86),
+)
+EXCLUDED_ENV_NAMES: tuple[str, ...] = tuple(name for name, _ in EXCLUDED_TASKS)
+# The registered tasks' names, in Meta-World's order.
+REGISTERED_ENV_NAMES: tuple[str, ...] = tuple(
+    name for name in METAWORLD_ENV_NAMES if name not in EXCLUDED_ENV_NAMES
+)
 
 MAX_PATH_LENGTH = 500  # every v3 task's ``max_path_length``
 OBJECT_BOUND = 10.0  # observation bound of the object blocks (the table is about 1 m wide)
@@ -331,8 +393,19 @@ class MetaWorldExpert:
         return np.clip(action + noise, -1.0, 1.0).astype(np.float32)
 
 
+def make_metaworld_expert(env: gymnasium.Env, **kwargs: Any) -> MetaWorldExpert:
+    """The registered tasks' expert factory: a :class:`MetaWorldExpert` for ``env``'s task with
+    the task's variation from :data:`EXPERT_VARIATION` (the class's defaults elsewhere);
+    ``kwargs`` override both."""
+    env_name = getattr(env.unwrapped, "env_name", None)
+    settings = dict(EXPERT_VARIATION.get(env_name, {}))
+    settings.update(kwargs)
+    return MetaWorldExpert(env, **settings)
+
+
 def register_metaworld_tasks() -> list[str]:
-    """Register every Meta-World v3 task (nothing where Meta-World is not installed).
+    """Register every Meta-World v3 task but :data:`EXCLUDED_ENV_NAMES` (nothing where
+    Meta-World is not installed).
 
     Returns the registered task ids. Imports neither metaworld nor mujoco.
     """
@@ -341,13 +414,13 @@ def register_metaworld_tasks() -> list[str]:
     from .registry import register_task
 
     ids = []
-    for name in METAWORLD_ENV_NAMES:
+    for name in REGISTERED_ENV_NAMES:
         task_id = metaworld_task_id(name)
         register_task(
             task_id=task_id,
             entry_point=f"{__name__}:MetaWorldTaskEnv",
             max_episode_steps=MAX_PATH_LENGTH,
-            expert=f"{__name__}:MetaWorldExpert",
+            expert=f"{__name__}:make_metaworld_expert",
             kwargs={"env_name": name, "terminate_on_success": True},
         )
         ids.append(task_id)

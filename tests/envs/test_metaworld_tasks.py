@@ -19,8 +19,15 @@ import policy_sampler_envs  # noqa: E402
 from policy_sampler_envs import available_tasks, make_expert  # noqa: E402
 from policy_sampler_envs.metaworld_tasks import (  # noqa: E402
     BENCHMARK_ENV_NAMES,
+    EXCLUDED_ENV_NAMES,
+    EXCLUDED_TASKS,
+    EXPERT_VARIATION,
     METAWORLD_ENV_NAMES,
+    REGISTERED_ENV_NAMES,
+    MetaWorldExpert,
+    MetaWorldTaskEnv,
     metaworld_task_id,
+    register_metaworld_tasks,
 )
 
 PUSH = "policy_sampler_envs:PolicySampler/MetaWorld-push-v3"
@@ -45,17 +52,57 @@ def _rollout(env, expert, seed: int, n_steps: int) -> tuple[np.ndarray, np.ndarr
     return np.array(observations), np.array(actions), success
 
 
-def test_all_fifty_tasks_registered() -> None:
+def test_tasks_registered_but_the_excluded() -> None:
     import metaworld
 
     assert list(METAWORLD_ENV_NAMES) == list(metaworld.env_dict.ALL_V3_ENVIRONMENTS)
     assert len(METAWORLD_ENV_NAMES) == 50
+    assert set(EXCLUDED_ENV_NAMES) <= set(METAWORLD_ENV_NAMES)
+    assert all(rate < 0.9 for _, rate in EXCLUDED_TASKS)
+    assert set(EXPERT_VARIATION) <= set(REGISTERED_ENV_NAMES)
+    assert len(REGISTERED_ENV_NAMES) == 50 - len(EXCLUDED_ENV_NAMES)
+    assert register_metaworld_tasks() == [metaworld_task_id(n) for n in REGISTERED_ENV_NAMES]
     tasks = set(available_tasks())
     for name in METAWORLD_ENV_NAMES:
         task_id = f"PolicySampler/MetaWorld-{name}"
+        if name in EXCLUDED_ENV_NAMES:
+            assert task_id not in tasks and task_id not in gymnasium.registry
+            continue
         assert task_id in tasks
         assert task_id in gymnasium.registry
         assert gymnasium.registry[task_id].max_episode_steps == 500
+
+
+@pytest.mark.parametrize("env_name", EXCLUDED_ENV_NAMES)
+def test_excluded_tasks_still_constructible(env_name: str) -> None:
+    env = MetaWorldTaskEnv(env_name=env_name, terminate_on_success=True)
+    expert = MetaWorldExpert(env)
+    obs, _ = env.reset(seed=0)
+    expert.reset(0)
+    obs, _, _, _, info = env.step(expert.act(obs))
+    assert env.observation_space.contains(obs) and isinstance(info["is_success"], bool)
+    env.close()
+
+
+def test_per_task_variation_applied_and_seeded() -> None:
+    for name, settings in EXPERT_VARIATION.items():
+        env = _make(name)
+        expert = make_expert(metaworld_task_id(name), env)
+        for key, value in settings.items():
+            assert getattr(expert, key) == (tuple(value) if key == "speed_range" else value)
+        # some seeded variation is kept: two expert seeds act differently in the same scene
+        _, act_a, _ = _rollout(env, expert, seed=0, n_steps=40)
+        obs = env.reset(seed=0)[0]
+        expert.reset(1)
+        act_b = []
+        for _ in range(len(act_a)):
+            act_b.append(expert.act(obs))
+            obs, _, terminated, truncated, _ = env.step(act_b[-1])
+            if terminated or truncated:
+                break
+        n = min(len(act_a), len(act_b))
+        assert np.abs(np.array(act_b[:n]) - act_a[:n]).max() > 0.01, name
+        env.close()
 
 
 def test_check_env() -> None:
