@@ -40,6 +40,8 @@ SAMPLER_CONFIGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("speculative L=end", "speculative", {"lookahead": None}),
     ("autospeculative", "autospeculative", {}),
     ("speculative_picard", "speculative_picard", {}),
+    ("speculative L=end tau=10", "speculative", {"prior_precision": 10.0}),
+    ("speculative_picard tau=10", "speculative_picard", {"prior_precision": 10.0}),
 )
 
 
