@@ -39,9 +39,9 @@ SAMPLER_CONFIGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("speculative L=16", "speculative", {"lookahead": 16}),
     ("speculative L=end", "speculative", {"lookahead": None}),
     ("autospeculative", "autospeculative", {}),
-    ("speculative_picard", "speculative_picard", {}),
     ("speculative L=end tau=10", "speculative", {"prior_precision": 10.0}),
-    ("speculative_picard tau=10", "speculative_picard", {"prior_precision": 10.0}),
+    ("speculative_picard (tau=10)", "speculative_picard", {}),
+    ("speculative_picard frozen", "speculative_picard", {"prior_precision": None}),
 )
 
 

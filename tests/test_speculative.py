@@ -140,6 +140,7 @@ def _fast_samplers(dim, clip):
         "speculative-1": make_sampler("speculative", lookahead=1),
         "autospeculative-4": make_sampler("autospeculative", spec_len=4),
         "picard-8": make_sampler("speculative_picard", window=8),
+        "frozen-picard-8": make_sampler("speculative_picard", window=8, prior_precision=None),
         "gauss10-speculative-None": make_sampler("speculative", prior_precision=10.0),
         "gauss1-picard-8": make_sampler("speculative_picard", window=8, prior_precision=1.0),
         "independent-wrong-4": make_sampler("speculative", lookahead=4, draft="independent",
@@ -170,7 +171,7 @@ def test_law_test_has_power_fast(dim, clip, n):
 SLOW_CONFIGS = [(dim, clip, steps) for dim in (2, 16) for clip in (True, False) for steps in (20, 100)]
 SLOW_SAMPLERS = ["speculative-1", "speculative-4", "speculative-None", "independent-1", "independent-None",
                  "autospeculative-None", "picard-4", "picard-None",
-                 "gauss-speculative-4", "gauss-speculative-None", "gauss-picard-None"]
+                 "gauss-speculative-4", "gauss-speculative-None", "gauss-picard-None", "frozen-picard-None"]
 WRONG_SAMPLERS = ["resample-4", "resample-None", "resample-independent-4", "noisy-None"]
 
 
@@ -189,6 +190,7 @@ def _slow_sampler(name: str, dim: int, steps: int, clip: bool):
         "autospeculative-None": lambda: make_sampler("autospeculative"),
         "picard-4": lambda: make_sampler("speculative_picard", window=4),
         "picard-None": lambda: make_sampler("speculative_picard"),
+        "frozen-picard-None": lambda: make_sampler("speculative_picard", prior_precision=None),
         "gauss-speculative-4": lambda: make_sampler("speculative", lookahead=4, prior_precision=3.0),
         "gauss-speculative-None": lambda: make_sampler("speculative", prior_precision=10.0),
         "gauss-picard-None": lambda: make_sampler("speculative_picard", prior_precision=10.0),
