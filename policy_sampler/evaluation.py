@@ -192,7 +192,9 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     denom = 1.0 + z2 / n
     centre = (p + z2 / (2 * n)) / denom
     half = z / denom * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact ends: no rounding past p
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return (low, high)
 
 
 def _mean(values: Sequence[float]) -> float | None:

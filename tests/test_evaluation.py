@@ -120,6 +120,8 @@ def test_wilson_interval_hand_worked():
     assert all(math.isnan(v) for v in wilson_interval(0, 0))
     with pytest.raises(ValueError):
         wilson_interval(4, 3)
+    for n in range(1, 60):  # the ends are exact: a plot's error bars (rate - low, high - rate) stay >= 0
+        assert wilson_interval(n, n)[1] == 1.0 and wilson_interval(0, n)[0] == 0.0
 
 
 # ---------------------------------------------------------------------------------- rollouts
@@ -249,7 +251,7 @@ def test_script_end_to_end_with_video(checkpoint, tmp_path):
     videos = list((out / "videos").iterdir())
     assert [v.name for v in videos] == ["ddpm_ep0.mp4"] and videos[0].stat().st_size > 1000
     doc = json.loads((out / "results.json").read_text())
-    assert doc["task"] == TASK and doc["checkpoint"] == str(checkpoint) and doc["env_seeds"] == [0]
+    assert doc["task"] == TASK and doc["checkpoint"] == str(checkpoint) and doc["env_seeds"] == [1000]
     assert [r["label"] for r in doc["results"]] == ["ddpm", "paradigms", "ddim-16", "ddim-10"]
     assert json.loads(doc["results"][1]["options"])["tolerance"] == 0.05
     with open(out / "results.csv", newline="") as f:
