@@ -18,7 +18,6 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import psutil
 import torch
-from torch import Tensor
 
 from policy_sampler.samplers import SampleResult, available_samplers, make_sampler
 from policy_sampler.schedule import NoiseSchedule

@@ -31,7 +31,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -40,6 +39,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+
+from policy_sampler.serialization import atomic_write_bytes, jsonable
 
 __all__ = [
     "CSV_COLUMNS",
@@ -519,39 +520,6 @@ def format_table(report: EvaluationReport) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.ndarray, torch.Tensor)):
-        return value.tolist()
-    if isinstance(value, (np.floating, np.integer, np.bool_)):
-        return value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
-
-
 def write_plot(report: EvaluationReport, path: Path) -> Path | None:
     """``results.png``: success rate with Wilson 95% bars, and latency p50 / p99 per configuration.
     Returns None (writing nothing) when matplotlib is missing."""
@@ -595,7 +563,7 @@ def write_plot(report: EvaluationReport, path: Path) -> Path | None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    _atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
@@ -647,15 +615,15 @@ def write_results(report: EvaluationReport, out_dir: str | os.PathLike, plot: bo
             written[f"video:{label}:{episode}"] = path
     for r in report.reports:
         r.videos = videos.get(r.spec.label, [])
-    document = _jsonable(report.to_dict())
-    _atomic_write_bytes(out / "results.json", (json.dumps(document, indent=2) + "\n").encode())
+    document = jsonable(report.to_dict())
+    atomic_write_bytes(out / "results.json", (json.dumps(document, indent=2) + "\n").encode())
     written["json"] = out / "results.json"
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
     w.writeheader()
     for row in report.rows():
         w.writerow({k: ("" if row[k] is None else row[k]) for k in CSV_COLUMNS})
-    _atomic_write_bytes(out / "results.csv", buf.getvalue().encode())
+    atomic_write_bytes(out / "results.csv", buf.getvalue().encode())
     written["csv"] = out / "results.csv"
     if plot:
         png = write_plot(report, out / "results.png")

@@ -27,7 +27,6 @@ from gymnasium import spaces
 import policy_sampler_envs
 from policy_sampler.data import demos
 from policy_sampler.data import (
-    Episode,
     NotEnoughDemosError,
     collect,
     collect_episode,

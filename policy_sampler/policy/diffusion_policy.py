@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -42,6 +41,7 @@ from policy_sampler.policy.config import DiffusionPolicyConfig
 from policy_sampler.policy.normalizer import Normalizer
 from policy_sampler.samplers import Sampler, make_sampler
 from policy_sampler.schedule import NoiseSchedule
+from policy_sampler.serialization import jsonable
 
 __all__ = ["CHECKPOINT_FORMAT", "DiffusionPolicy", "PolicyOutput"]
 
@@ -280,7 +280,7 @@ class DiffusionPolicy(nn.Module):
             "policy": self.config.to_dict(),
             "dataset_stats": self.normalizer.stats(),
             "normalizer_fitted": bool(self.normalizer.fitted),
-            "metadata": _jsonable(meta),
+            "metadata": jsonable(meta),
         }
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         old: Path | None = None
@@ -366,19 +366,3 @@ def _fsync(path: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (Tensor, np.ndarray)):
-        return value.tolist()
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)

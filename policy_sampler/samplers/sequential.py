@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from policy_sampler.samplers.base import DenoiserCall, SampleResult, Sampler, register_sampler
