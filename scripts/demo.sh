@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The README's main job on a fresh CPU machine, in about 6-7 minutes on 2 cores:
+# The README's main job on a fresh CPU machine, in about 8-9 minutes on 2 cores:
 #   1. scripts/setup.sh (the .venv),
 #   2. 60 ObstacleReach demos from the scripted expert (bimodal: it passes the obstacle left or right),
-#   3. the small policy trained for 1500 steps (about 3.5 minutes on one thread),
+#   3. the small policy trained for 3000 steps (about 5-6 minutes on one thread),
 #   4. every sampler plus the DDIM-16 / DDIM-10 baselines on the same 10 seeded episodes,
 # then the table (success with Wilson 95% intervals, latency p50/p99 per chunk, rounds, NFE, accepted
 # length, share of episodes passing left). Everything goes to demo_out/ (re-running replaces it):
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 OUT=${DEMO_OUT:-demo_out}
 N_DEMOS=${DEMO_DEMOS:-60}
-STEPS=${DEMO_STEPS:-1500}
+STEPS=${DEMO_STEPS:-3000}
 EPISODES=${DEMO_EPISODES:-10}
 THREADS=${DEMO_THREADS:-1}     # one intra-op thread is the fastest for the small U-Net on a shared CPU
 SAMPLERS=${DEMO_SAMPLERS:-[ddpm,picard,paradigms,speculative,autospeculative,speculative_picard]}
