@@ -18,16 +18,6 @@ HORIZON = 16
 SMALL = dict(down_dims=(32, 64, 128), diffusion_step_embed_dim=32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The networks here are tiny: intra-op threads only add OpenMP synchronisation, which becomes very
-    # slow on a busy 2-core machine. Restored afterwards.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def small_model(seed: int = 0, **overrides) -> ConditionalUnet1D:
     torch.manual_seed(seed)
     kwargs = dict(action_dim=ACTION_DIM, global_cond_dim=COND_DIM, **SMALL)

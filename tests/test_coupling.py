@@ -12,15 +12,6 @@ from scipy import stats
 from policy_sampler.samplers.coupling import CouplingResult, reflection_coupling
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the statistical tests are many small ops: extra threads only fight over the 2 cores
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def resample_on_rejection(draft, p, q, sigma, z, u, event_dims):
     """WRONG on purpose (negative control): a fresh target draw on rejection. Its law is
     min(N_p, N_q) + TV * N_q, not N_q."""

@@ -46,15 +46,6 @@ STATS = {
 MAX_STEPS = 24  # 6 chunks of 4 actions per episode
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine run far faster on one intra-op thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def policy() -> DiffusionPolicy:
     torch.manual_seed(0)

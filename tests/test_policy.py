@@ -30,15 +30,6 @@ TINY = dict(
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine run far faster on one intra-op thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def write_fixture(path: Path, n_demos: int = 8, length: int = 30, seed: int = 0) -> Path:
     """robomimic's layout: data/demo_<i>/{obs/state, actions}, num_samples, mask/{train, valid}.
     State = (cos, sin, constant); actions in [ACT_LO, ACT_HI] follow the state's phase."""

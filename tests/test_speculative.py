@@ -27,14 +27,6 @@ from policy_sampler.samplers.speculative import SpeculativePicardSampler, Specul
 ALPHA = 1e-3  # family-wise level of one law comparison
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @lru_cache(maxsize=None)
 def schedule(steps: int = 100, clip: bool = True, prediction_type: str = "epsilon") -> NoiseSchedule:
     scheduler = DDPMScheduler(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2", clip_sample=clip,
