@@ -4,40 +4,7 @@ robomimic (installed with ``--no-deps``) and the tasks (``policy_sampler_envs``)
 only by the functions that need them.
 """
 
-from policy_sampler.data.demos import (
-    OBS_KEY,
-    Episode,
-    EpisodeList,
-    NotEnoughDemosError,
-    canonical_task_id,
-    check_output_path,
-    collect,
-    collect_episode,
-    dataset_statistics,
-    diffusion_policy_window,
-    expert_seed,
-    load_sequence_dataset,
-    make_env,
-    make_env_args,
-    split_train_valid,
-    write_robomimic_hdf5,
-)
+from policy_sampler.data import demos
+from policy_sampler.data.demos import *  # noqa: F401,F403  (the names in demos.__all__)
 
-__all__ = [
-    "OBS_KEY",
-    "Episode",
-    "EpisodeList",
-    "NotEnoughDemosError",
-    "canonical_task_id",
-    "check_output_path",
-    "collect",
-    "collect_episode",
-    "dataset_statistics",
-    "diffusion_policy_window",
-    "expert_seed",
-    "load_sequence_dataset",
-    "make_env",
-    "make_env_args",
-    "split_train_valid",
-    "write_robomimic_hdf5",
-]
+__all__ = list(demos.__all__)

@@ -45,6 +45,8 @@ from typing import Any, Iterable, Sequence
 import h5py
 import numpy as np
 
+from policy_sampler.serialization import atomic_path
+
 __all__ = [
     "OBS_KEY",
     "Episode",
@@ -423,8 +425,7 @@ def write_robomimic_hdf5(
     names = [f"demo_{i}" for i in range(len(episodes))]
     train, valid = split_train_valid(names, valid_fraction, seed)
     out = check_output_path(path)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as f:
             data = f.create_group("data")
             total = 0
@@ -438,15 +439,6 @@ def write_robomimic_hdf5(
             mask.create_dataset("train", data=np.array([n.encode() for n in train], dtype="S"))
             mask.create_dataset("valid", data=np.array([n.encode() for n in valid], dtype="S"))
             f.flush()
-        with open(tmp, "rb+") as handle:  # data on disk before the rename makes it visible
-            os.fsync(handle.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     return out
 
 
