@@ -23,6 +23,12 @@ if .venv/bin/python -m pip show -q mujoco-core >/dev/null 2>&1; then
 fi
 pip_quiet -e ".[dev]"
 pip_quiet --no-deps "robomimic==0.3.0"
+# The study tool's browser tests drive Debian's chromium through Playwright (never a downloaded
+# browser); install it where apt is usable and it is missing.
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+    || echo "setup: could not install chromium; the browser tests will be skipped"
+fi
 
 .venv/bin/python - <<'PY'
 import importlib.util, sys
