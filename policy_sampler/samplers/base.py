@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Protocol
@@ -50,6 +51,10 @@ class Sampler(ABC):
 
     name: ClassVar[str]
     exact: ClassVar[bool]
+    #: takes ``trajectory_guess``: initial guesses of every state of the path (Picard family)
+    warm_start: ClassVar[bool] = False
+    #: takes ``deadline``: returns its best iterate by then (``info['stopped_early']``)
+    anytime: ClassVar[bool] = False
 
     def sample(
         self,
@@ -59,12 +64,21 @@ class Sampler(ABC):
         cond: Tensor | None = None,
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
+        *,
+        trajectory_guess: Tensor | None = None,
+        deadline: float | None = None,
     ) -> SampleResult:
         """Sample ``x_0`` starting from ``x_T`` ([B, *event]); ``noise`` ([K, B, *event]) fixes each
-        transition's standard normal draw, else they come from ``generator``."""
+        transition's standard normal draw, else they come from ``generator``.
+
+        ``trajectory_guess`` ([K + 1, *x_T.shape], samplers with ``warm_start``): initial guesses of the
+        states entering steps 1..K and of x_0 (entry 0 is ignored: that is ``x_T``), e.g. the previous
+        chunk's path shifted in time; it changes the work done, never the fixed point. ``deadline`` (a ``time.perf_counter()`` value; samplers with ``anytime``) makes the sampler stop
+        before a round it predicts would end past it and return its best iterate."""
         if not isinstance(schedule, NoiseSchedule):
             raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
         check_inputs(schedule, x_T, cond, noise)
+        extras = self._check_extras(schedule, x_T, trajectory_guess, deadline)
         work_dtype = working_dtype(x_T.dtype)
         if noise is None:
             noise = torch.randn(
@@ -72,10 +86,33 @@ class Sampler(ABC):
                 device=generator.device if generator is not None else x_T.device,
             ).to(x_T.device)
         call = DenoiserCall(denoiser, cond, x_T)
-        result = self._sample(call, schedule, x_T.to(work_dtype), noise.to(work_dtype), generator)
+        if "trajectory_guess" in extras:
+            extras["trajectory_guess"] = extras["trajectory_guess"].to(device=x_T.device, dtype=work_dtype)
+        result = self._sample(call, schedule, x_T.to(work_dtype), noise.to(work_dtype), generator, **extras)
         call.raise_if_nonfinite()
         result.sample = result.sample.to(x_T.dtype)
         return result
+
+    def _check_extras(self, schedule: NoiseSchedule, x_T: Tensor, guess: Tensor | None,
+                      deadline: float | None) -> dict[str, Any]:
+        extras: dict[str, Any] = {}
+        if guess is not None:
+            if not self.warm_start:
+                raise ValueError(f"sampler {self.name!r} takes no trajectory_guess (no warm start)")
+            expected = (schedule.num_steps + 1, *x_T.shape)
+            if not isinstance(guess, Tensor) or tuple(guess.shape) != expected:
+                shape = tuple(guess.shape) if isinstance(guess, Tensor) else type(guess).__name__
+                raise ValueError(f"trajectory_guess must have shape [K + 1, *x_T.shape] = {expected}, got {shape}")
+            if not bool(torch.isfinite(guess).all()):
+                raise ValueError("trajectory_guess contains NaN or inf")
+            extras["trajectory_guess"] = guess
+        if deadline is not None:
+            if not self.anytime:
+                raise ValueError(f"sampler {self.name!r} cannot stop at a deadline (not an anytime sampler)")
+            if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or deadline != deadline:
+                raise ValueError(f"deadline must be a time.perf_counter() value, got {deadline!r}")
+            extras["deadline"] = float(deadline)
+        return extras
 
     @abstractmethod
     def _sample(
@@ -85,6 +122,7 @@ class Sampler(ABC):
         x_T: Tensor,
         noise: Tensor,
         generator: torch.Generator | None,
+        **extras: Any,
     ) -> SampleResult: ...
 
     def __repr__(self) -> str:
@@ -176,6 +214,23 @@ class DenoiserCall:
             evaluations=evaluations, rows_per_call=list(self.rows_per_call),
             rounds_per_row=rounds_per_row, info=info,
         )
+
+
+class RoundClock:
+    """Predicts whether one more round would end past a deadline from the slowest round so far."""
+
+    def __init__(self, deadline: float | None) -> None:
+        self.deadline = deadline
+        self.last = time.perf_counter()
+        self.slowest = 0.0
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        self.slowest = max(self.slowest, now - self.last)
+        self.last = now
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and self.last + self.slowest > self.deadline
 
 
 _REGISTRY: dict[str, type[Sampler]] = {}

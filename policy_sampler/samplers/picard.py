@@ -12,6 +12,14 @@ last clean prediction frozen (the draft of speculative sampling, arXiv 2501.0537
 by :class:`LinearRecurrence`), instead of the paper's copies of the last state (``init='copy'``).
 The guesses start closer to the fixed point, so fewer sweeps pass before the window slides.
 
+Anytime and warm-started (for control loops): given ``deadline``, the iteration stops before a round
+it predicts would end past it; rows that reached the end return their converged x_0, the others
+their latest clean prediction at the window's last step (``info['stopped_early']``). Given
+``trajectory_guess`` (e.g. the previous chunk's path shifted in time, sampled with its noise shifted
+the same way), every slot starts at that guess instead of a draft: the fixed point is unchanged,
+only the number of sweeps to reach it. ``info['trajectory']`` ([K + 1, B, *event]) returns the path
+for the next warm start.
+
 Rows of a batch slide independently (each row has its own window start) and a row that has reached
 the end leaves the batch, so a converged row costs no more compute. The window has a fixed number of
 steps (padded past the end) so a compiled or CUDA-graph denoiser is reused; one host sync per round.
@@ -24,6 +32,7 @@ from torch import Tensor
 
 from policy_sampler.samplers.base import (
     DenoiserCall,
+    RoundClock,
     SampleResult,
     Sampler,
     check_positive,
@@ -58,6 +67,8 @@ class ParadigmsSampler(Sampler):
 
     name = "paradigms"
     exact = False
+    warm_start = True
+    anytime = True
 
     def __init__(
         self,
@@ -77,16 +88,19 @@ class ParadigmsSampler(Sampler):
         return min(self.window, schedule.num_steps)
 
     def _sample(self, call: DenoiserCall, schedule: NoiseSchedule, x_T: Tensor, noise: Tensor,
-                generator) -> SampleResult:
+                generator, trajectory_guess: Tensor | None = None, deadline: float | None = None) -> SampleResult:
         chain = chain_for(schedule, self.chain)
         p = self._window_length(schedule)
-        solver = _WindowSolver(chain, x_T, noise, p, self.init)
+        solver = _WindowSolver(chain, x_T, noise, p, self.init, trajectory_guess)
         tol2 = self.tolerance**2
         batch, steps = x_T.shape[0], schedule.num_steps
         begin = torch.zeros(batch, dtype=torch.long, device=x_T.device)  # each row's window start
         rounds_per_row = [0] * batch
         n_active = batch
+        clock = RoundClock(deadline)
         while n_active:
+            if call.rounds and clock.out_of_time():
+                break
             # Unfinished rows first, found on the device (no host round trip); n_active is known.
             rows = torch.argsort((begin >= steps).to(torch.int8), stable=True)[:n_active]
             begin[rows] = solver.sweep(call, rows, begin[rows], tol2)
@@ -97,7 +111,11 @@ class ParadigmsSampler(Sampler):
                 if host[r] >= steps and rounds_per_row[r] == 0:
                     rounds_per_row[r] = call.rounds
             n_active = sum(b < steps for b in host[:-1])
-        return call.result(solver.final(), rounds_per_row, window=p)
+            clock.tick()
+        done = begin >= steps
+        rounds_per_row = [r or call.rounds for r in rounds_per_row]
+        return call.result(solver.final(done), rounds_per_row, window=p, stopped_early=bool(n_active),
+                           unfinished_rows=n_active, trajectory=solver.trajectory())
 
 
 @register_sampler
@@ -117,7 +135,8 @@ class PicardSampler(ParadigmsSampler):
 class _WindowSolver:
     """The trajectory buffer and one Picard sweep over each active row's window."""
 
-    def __init__(self, chain: GaussianChain, x_T: Tensor, noise: Tensor, p: int, init: str):
+    def __init__(self, chain: GaussianChain, x_T: Tensor, noise: Tensor, p: int, init: str,
+                 trajectory_guess: Tensor | None = None):
         device, dtype = x_T.device, x_T.dtype
         self.chain, self.p, self.init = chain, p, init
         self.tab = chain.tensors(device, dtype)
@@ -131,9 +150,14 @@ class _WindowSolver:
         # writes that fall past the end, so every window writes with one fixed-shape index_put.
         self.buf = x_T.unsqueeze(1).repeat(1, self.steps + 2, *([1] * self.event_dims))
         self.offsets = torch.arange(p, device=device)
-        if init == "frozen_x0":
+        self.x0_latest = torch.zeros_like(x_T)
+        self.guessed = trajectory_guess is not None
+        if self.guessed:
+            self.buf[:, 1:self.steps + 1] = trajectory_guess[1:].transpose(0, 1)
+            self.x0_latest = trajectory_guess[-1].clone()
+        elif init == "frozen_x0":
             rows = torch.arange(x_T.shape[0], device=device)
-            self._fill_draft(rows, torch.zeros_like(rows), torch.zeros_like(x_T), limit=torch.full_like(rows, p))
+            self._fill_draft(rows, torch.zeros_like(rows), self.x0_latest, limit=torch.full_like(rows, p))
 
     def _steps_of(self, start: Tensor) -> tuple[Tensor, Tensor]:
         idx = start[:, None] + self.offsets
@@ -149,7 +173,10 @@ class _WindowSolver:
 
     def _fill_draft(self, rows: Tensor, start: Tensor, anchor: Tensor, limit: Tensor) -> None:
         """Roll slots start+1 .. up to (excluding) ``limit`` forward from slot ``start`` with the clean
-        prediction frozen at ``anchor`` (or copy the start state, for ``init='copy'``)."""
+        prediction frozen at ``anchor`` (or copy the start state, for ``init='copy'``); slots that
+        started at a trajectory guess keep it."""
+        if self.guessed:
+            return
         k, _ = self._steps_of(start)
         kc = k.clamp(max=self.steps - 1)
         x_start = self.buf[rows, start]
@@ -180,9 +207,15 @@ class _WindowSolver:
         new_begin = (begin + (first_fail + 1).clamp(max=self.p)).clamp(max=self.steps)
 
         self._write(rows, k + 1, valid, new)
+        self.x0_latest[rows] = x0[:, -1]
         window_end = (begin + self.p).clamp(max=self.steps - 1)
         self._fill_draft(rows, window_end, x0[:, -1], limit=new_begin + self.p)
         return new_begin
 
-    def final(self) -> Tensor:
-        return self.buf[:, self.steps]
+    def trajectory(self) -> Tensor:
+        """[K + 1, B, *event]: slot k enters step k; slot K is x_0."""
+        return self.buf[:, : self.steps + 1].transpose(0, 1).clone()
+
+    def final(self, done: Tensor) -> Tensor:
+        """x_0 of the rows that reached the end; the latest clean prediction of the others."""
+        return torch.where(done.reshape(-1, *([1] * self.event_dims)), self.buf[:, self.steps], self.x0_latest)
