@@ -206,6 +206,10 @@ class DiffusionPolicy(nn.Module):
         noise: Tensor | None = None,
         x_T: Tensor | None = None,
         num_inference_steps: int | None = None,
+        *,
+        trajectory_guess: Tensor | None = None,
+        deadline: float | None = None,
+        guidance: Any = None,
         **sampler_options: Any,
     ) -> PolicyOutput:
         """Sample an action chunk for a batch of observation histories.
@@ -217,6 +221,10 @@ class DiffusionPolicy(nn.Module):
         ``num_inference_steps``: run the sampler on a schedule with this many steps, built from the
         policy's training scheduler (e.g. 16 for a DDIM-16 baseline; this changes the sampled law);
         ``None`` uses the policy's own schedule (``config.num_inference_steps``).
+        ``trajectory_guess`` and ``deadline`` go to samplers that take them (warm start, anytime; see
+        :meth:`Sampler.sample`); both live in the normalized action space the sampler runs in.
+        ``guidance``: an object with ``bind(denoiser, schedule, cond) -> (denoiser, cond)`` that steers
+        the EMA U-Net (e.g. :class:`~policy_sampler.control.RealTimeChunking`'s inpainting), or None.
         Uses the EMA weights. Returns unnormalized ``actions`` and ``chunk``.
         """
         c = self.config
@@ -248,7 +256,15 @@ class DiffusionPolicy(nn.Module):
         else:
             raise ValueError(f"sampler must be a name or a Sampler, got {type(sampler).__name__}")
 
-        result = chosen.sample(self.denoiser(), schedule, x_T, cond=cond, noise=noise, generator=generator)
+        denoiser = self.denoiser()
+        if guidance is not None:
+            denoiser, cond = guidance.bind(denoiser, schedule, cond)
+        extras = {}
+        if trajectory_guess is not None:
+            extras["trajectory_guess"] = trajectory_guess
+        if deadline is not None:
+            extras["deadline"] = deadline
+        result = chosen.sample(denoiser, schedule, x_T, cond=cond, noise=noise, generator=generator, **extras)
         chunk = self.normalizer.unnormalize("action", result.sample)
         actions = chunk[:, c.action_slice]
         info = dict(result.info)

@@ -1,0 +1,192 @@
+"""ChunkRunner: one action per tick within the budget, inference hidden behind execution, fallbacks."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from policy_sampler import DiffusionPolicy
+from policy_sampler.control import ChunkRunner, RealTimeChunking, boundary_jerk, ensemble, soft_mask
+from policy_sampler.policy.config import DiffusionPolicyConfig
+
+OBS_DIM, ACTION_DIM = 8, 2
+
+
+def small_policy(seed=0) -> DiffusionPolicy:
+    """configs/policy/small.yaml's U-Net (1.1M parameters), random weights."""
+    torch.manual_seed(seed)
+    cfg = DiffusionPolicyConfig(obs_dim=OBS_DIM, action_dim=ACTION_DIM, down_dims=(32, 64, 128),
+                                diffusion_step_embed_dim=32)
+    stats = {"state": {"min": [-1.0] * OBS_DIM, "max": [1.0] * OBS_DIM},
+             "action": {"min": [-2.0] * ACTION_DIM, "max": [2.0] * ACTION_DIM}}
+    return DiffusionPolicy(cfg, stats)
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return small_policy()
+
+
+def observation(k: int) -> np.ndarray:
+    return (0.3 * np.sin(0.1 * k + np.arange(OBS_DIM))).astype(np.float32)
+
+
+def test_10hz_loop_has_no_misses(policy):
+    """A real-time 10 Hz loop with the small model: every chunk is computed behind execution."""
+    runner = ChunkRunner(policy, sampler="ddpm", budget_s=0.1, seed=0)
+    runner.reset(observation(0))
+    period, t_next = 0.1, time.perf_counter()
+    try:
+        for k in range(32):
+            action = runner.act(observation(k))
+            assert action.shape == (ACTION_DIM,) and np.isfinite(action).all()
+            t_next += period
+            time.sleep(max(0.0, t_next - time.perf_counter()))
+    finally:
+        runner.close()
+    stats = runner.stats()
+    assert stats["misses"] == 0 and stats["fallbacks"] == 0, repr(stats)
+    assert stats["chunks"] >= 4 and stats["act_latency_max_s"] < 0.1, stats
+    assert stats["latency_p50_s"] > 0 and stats["rounds_mean"] == 100.0
+
+
+def test_slow_denoiser_forces_misses_but_every_tick_gets_an_action(monkeypatch):
+    """Each denoiser call sleeps 20 ms: a 100-step chunk takes 2 s against a 50 ms budget. Every
+    tick still returns within the budget, from the rest of the last chunk, the DDIM fallback or a
+    held action, and each is counted."""
+    policy = small_policy()
+    fast = policy.denoiser()
+
+    def slow(x, t, cond):
+        time.sleep(0.02)
+        return fast(x, t, cond)
+
+    monkeypatch.setattr(policy, "denoiser", lambda: slow)
+    runner = ChunkRunner(policy, sampler="ddpm", budget_s=0.05, fallback_steps=2, seed=0)
+    actions = []
+    try:
+        for k in range(30):
+            start = time.perf_counter()
+            actions.append(runner.act(observation(k)))
+            assert time.perf_counter() - start < 0.05 + 0.02
+    finally:
+        runner.close()
+    stats = runner.stats()
+    assert len(actions) == 30 and all(a.shape == (ACTION_DIM,) and np.isfinite(a).all() for a in actions)
+    assert stats["misses"] >= 1 and stats["fallbacks"] >= 25, stats
+    assert stats["fallbacks"] == stats["fallback_rest"] + stats["fallback_ddim"] + stats["holds"]
+    assert stats["holds"] >= 1 and stats["fallback_ddim"] >= 1, stats
+    assert stats["act_latency_max_s"] < 0.07
+
+
+def test_simulated_delay_is_deterministic_and_drops_stale_actions(policy):
+    def run(delay, seed=3):
+        runner = ChunkRunner(policy, sampler="paradigms", inference_delay=delay, seed=seed)
+        runner.reset(observation(0))
+        acts = [runner.act(observation(k)) for k in range(24)]
+        return np.stack(acts), runner.stats()
+
+    a, stats_a = run(2)
+    b, _ = run(2)
+    np.testing.assert_array_equal(a, b)
+    # chunk i (after the primed one) answers the observation 2 ticks before it is adopted
+    assert stats_a["dropped_actions"] == 2 * (stats_a["chunks"] - 1) and stats_a["misses"] == 0
+    c, stats_c = run(0)
+    assert stats_c["dropped_actions"] == 0 and not np.array_equal(a, c)
+
+
+def test_first_chunk_is_predict_action_on_the_same_draws(policy):
+    runner = ChunkRunner(policy, sampler="ddpm", inference_delay=0, seed=5)
+    runner.reset(observation(0))
+    got = np.stack([runner.act(observation(0)) for _ in range(8)])
+    g = torch.Generator().manual_seed(5)
+    x_T = torch.randn((1, 16, ACTION_DIM), generator=g)
+    hist = torch.as_tensor(np.stack([observation(0)] * 2))[None]
+    out = policy.predict_action({"state": hist}, sampler="ddpm", generator=g, x_T=x_T)
+    np.testing.assert_allclose(got, out.actions[0].numpy(), atol=1e-6)
+
+
+def test_batched_envs(policy):
+    runner = ChunkRunner(policy, sampler="ddpm", inference_delay=1, num_envs=3, seed=0)
+    out = runner.act([observation(0), observation(1), observation(2)])
+    assert out.shape == (3, ACTION_DIM)
+    with pytest.raises(ValueError, match="expects 3 observations"):
+        runner.act([observation(0)])
+
+
+@pytest.mark.parametrize("smoothing", ["rtc", "ensemble"])
+def test_smoothing_runs_in_the_loop(policy, smoothing):
+    runner = ChunkRunner(policy, sampler="ddpm", inference_delay=2, smoothing=smoothing, seed=0)
+    runner.reset(observation(0))
+    acts = np.stack([runner.act(observation(k)) for k in range(20)])
+    assert np.isfinite(acts).all() and runner.stats()["chunks"] >= 3
+
+
+def test_warm_start_passes_the_shifted_path():
+    """With warm start the next chunk reuses the previous noise shifted by the ticks between them."""
+    policy = small_policy()
+    runner = ChunkRunner(policy, sampler="paradigms", inference_delay=0, warm_start=True, seed=0)
+    runner.reset(observation(0))
+    first = runner._current
+    for k in range(9):  # tick 8 starts the second chunk
+        runner.act(observation(k))
+    second = runner._current
+    assert second.start == 8 and first.trajectory is not None
+    torch.testing.assert_close(second.x_T[:, :8], first.x_T[:, 8:])
+    torch.testing.assert_close(second.noise[:, :, :8], first.noise[:, :, 8:])
+
+
+def test_rtc_guidance_pulls_the_chunk_to_the_target(policy):
+    """Guided toward a target on every position, the sampled chunk lands nearer it than unguided
+    with the same draws; weights that are zero change nothing."""
+    obs = {"state": torch.zeros(2, 2, OBS_DIM)}
+    target = torch.full((2, 16, ACTION_DIM), 0.5)
+
+    def sample(guidance):
+        g = torch.Generator().manual_seed(0)
+        return policy.predict_action(obs, sampler="ddpm", generator=g, guidance=guidance).chunk
+
+    plain = sample(None)
+    pulled = sample(RealTimeChunking(target, torch.ones(16, dtype=torch.float64)))
+    none = sample(RealTimeChunking(target, torch.zeros(16, dtype=torch.float64)))
+    goal = policy.normalizer.unnormalize("action", target)
+    assert (pulled - goal).abs().mean() < 0.5 * (plain - goal).abs().mean()
+    torch.testing.assert_close(none, plain, atol=1e-5, rtol=0)
+
+
+def test_soft_mask_follows_rtc_eq5():
+    w = soft_mask(16, 3, 10)
+    assert torch.equal(w[:3], torch.ones(3, dtype=torch.float64))
+    assert torch.equal(w[10:], torch.zeros(6, dtype=torch.float64))
+    assert bool((w[3:10].diff() < 0).all()) and 0 < float(w[9]) < float(w[3]) < 1
+    c = (10 - 5) / (10 - 3 + 1)
+    assert float(w[5]) == pytest.approx(c * (np.exp(c) - 1) / (np.e - 1))
+
+
+def test_ensemble_weights_older_predictions_more():
+    old, new = np.array([0.0, 0.0]), np.array([1.0, 2.0])
+    np.testing.assert_allclose(ensemble([old, new], 0.0), [0.5, 1.0])
+    w = np.exp(-1.0)
+    np.testing.assert_allclose(ensemble([old, new], 1.0), new * w / (1 + w))
+
+
+def test_boundary_jerk_separates_switch_ticks():
+    actions = np.zeros((10, 1, 1))
+    actions[5:] = 1.0  # a jump where a new chunk took over at tick 5
+    boundary, interior = boundary_jerk(actions, [5])
+    assert boundary == pytest.approx(1.0) and interior == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"budget_s": 0}, "budget_s"),
+    ({"smoothing": "blend"}, "smoothing"),
+    ({"warm_start": True}, "warm_start"),
+    ({"n_action_steps": 16}, "n_action_steps"),
+    ({"inference_delay": -1}, "inference_delay"),
+    ({"fallback_steps": 101}, "num_inference_steps"),
+    ({"tolerance": 0.1}, "unknown option"),
+])
+def test_bad_settings_raise(policy, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ChunkRunner(policy, **kwargs)
