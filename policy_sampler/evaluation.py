@@ -7,8 +7,9 @@ at termination or truncation; per episode the success (``info["is_success"]`` ev
 and the max reward, the length and, when the task reports it, the side the agent passed (``side``).
 
 Every sampler configuration sees the same episodes (env seed ``seed + i`` for episode i) and its own
-``torch.Generator`` seeded with ``seed``, so a configuration evaluated twice gives the same episodes,
-and configurations differ only by the sampler. The fast baselines a user would pick instead of an
+``torch.Generator`` seeded with the env seed of its first episode (``seed`` for a whole run; a block of
+episodes starting at episode k, as :mod:`policy_sampler.sweep` runs them, seeds it with ``seed + k``),
+so a configuration evaluated twice gives the same episodes, and configurations differ only by the sampler. The fast baselines a user would pick instead of an
 exact parallel sampler (DDIM with 16 and with 10 steps, which change the sampled law) run beside them.
 
     from policy_sampler.evaluation import SamplerSpec, evaluate, write_results
@@ -220,6 +221,7 @@ class SamplerReport:
     wall_s: float
     policy_steps: int | None = None  # the policy's own inference steps (what "exact" is relative to)
     videos: list[str] = field(default_factory=list)
+    trajectories: dict[int, dict[str, Any]] = field(default_factory=dict, repr=False)  # see evaluate_sampler
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -279,13 +281,19 @@ def _obs_batch(policy, histories: list[deque]) -> dict[str, torch.Tensor]:
                                              for h in histories])) for k in keys}
     if len(keys) != 1:
         raise ValueError(f"the policy takes observation keys {list(keys)}; the env returns {type(first).__name__}")
+    return {keys[0]: torch.as_tensor(np.stack([np.stack([_flat(o) for o in h]) for h in histories]))}
 
-    def flat(o: Any) -> np.ndarray:
-        if isinstance(o, Mapping):
-            return np.concatenate([np.asarray(v, np.float32).reshape(-1) for v in o.values()])
-        return np.asarray(o, np.float32).reshape(-1)
 
-    return {keys[0]: torch.as_tensor(np.stack([np.stack([flat(o) for o in h]) for h in histories]))}
+def _flat(obs: Any) -> np.ndarray:
+    """An env observation as one float32 vector (a dict's values concatenated in order)."""
+    if isinstance(obs, Mapping):
+        return np.concatenate([np.asarray(v, np.float32).reshape(-1) for v in obs.values()])
+    return np.asarray(obs, np.float32).reshape(-1)
+
+
+def _scalar_info(info: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON scalars of a step's ``info`` (arrays and nested values left out)."""
+    return {k: v for k, v in jsonable(dict(info)).items() if v is None or isinstance(v, (bool, int, float, str))}
 
 
 def _make_env(task: str, env_kwargs: Mapping[str, Any] | None, render: bool, max_steps: int | None):
@@ -312,32 +320,42 @@ def evaluate_sampler(
     stop_on_success: bool = False,
     record_videos: int = 0,
     progress: bool = False,
+    first_episode: int = 0,
+    record_trajectories: bool = False,
 ) -> tuple[SamplerReport, dict[int, dict[str, Any]]]:
-    """Roll ``n_episodes`` episodes (env seed ``seed + i`` for episode i) with one sampler configuration.
+    """Roll ``n_episodes`` episodes with one sampler configuration: episodes ``first_episode`` ..
+    ``first_episode + n_episodes - 1`` of a run, episode i with env seed ``seed + i``.
 
     Up to ``n_envs`` envs (default: all episodes) run side by side; each chunk is ONE ``predict_action``
     on the stacked histories of the active envs, timed with ``time.perf_counter``. The generator is a
-    fresh ``torch.Generator`` seeded with ``seed`` (on the policy's device). ``stop_on_success`` ends an
-    episode at its first success (tasks that never terminate, like Meta-World). The first
-    ``record_videos`` episodes render ``rgb_array`` frames, returned as ``{episode: {"fps", "frames"}}``.
+    fresh ``torch.Generator`` seeded with ``seed + first_episode``, the block's first env seed (on the
+    policy's device). ``stop_on_success`` ends an episode at its first success (tasks that never
+    terminate, like Meta-World). Episodes i < ``record_videos`` render ``rgb_array`` frames, returned as
+    ``{i: {"fps", "frames"}}``. With ``record_trajectories`` the report's ``trajectories`` holds, per
+    episode i, ``observations`` / ``next_observations`` (T, obs_dim) (flattened env observations around
+    each executed action), ``actions`` (T, act_dim), ``rewards`` (T,) and ``info`` (the last step's
+    JSON-scalar info, ``is_success`` set to the episode's success).
     """
     if isinstance(n_episodes, bool) or not isinstance(n_episodes, int) or n_episodes < 1:
         raise ValueError(f"n_episodes must be an int >= 1, got {n_episodes!r}")
+    if isinstance(first_episode, bool) or not isinstance(first_episode, int) or first_episode < 0:
+        raise ValueError(f"first_episode must be an int >= 0, got {first_episode!r}")
     sampler = spec.make()
     policy.schedule_for(spec.num_inference_steps)  # a bad step count fails before any rollout
     c = policy.config
     device = policy.device
     generator = torch.Generator(device=device)
-    generator.manual_seed(int(seed))
+    generator.manual_seed(int(seed) + first_episode)
     n_envs = n_episodes if n_envs is None else max(1, min(int(n_envs), n_episodes))
     episodes: list[dict[str, Any] | None] = [None] * n_episodes
     chunks: list[dict[str, Any]] = []
     frames: dict[int, dict[str, Any]] = {}
+    trajectories: dict[int, dict[str, Any]] = {}
     start_wall = time.perf_counter()
-    pending = list(range(n_episodes))
+    pending = list(range(first_episode, first_episode + n_episodes))
     while pending:
         wave, pending = pending[:n_envs], pending[n_envs:]
-        envs, hist, recs = {}, {}, {}
+        envs, hist, recs, trajs = {}, {}, {}, {}
         try:
             for i in wave:
                 env = _make_env(task, env_kwargs, i < record_videos, max_steps)
@@ -347,6 +365,9 @@ def evaluate_sampler(
                 recs[i] = {"episode": i, "env_seed": int(seed) + i, "success": bool(info.get("is_success", False)),
                            "total_reward": 0.0, "max_reward": None, "length": 0, "chunks": 0,
                            "terminated": False, "truncated": False}
+                if record_trajectories:
+                    trajs[i] = {"observations": [], "next_observations": [], "actions": [], "rewards": [],
+                                "info": _scalar_info(info)}
                 if "side" in info:
                     recs[i]["side"] = info["side"]
                 if i < record_videos:
@@ -371,8 +392,16 @@ def evaluate_sampler(
                     rec["chunks"] += 1
                     done = False
                     for action in actions[row]:
+                        before = hist[i][-1]
                         obs, reward, terminated, truncated, info = env.step(action)
                         reward = float(reward)
+                        if i in trajs:
+                            traj = trajs[i]
+                            traj["observations"].append(_flat(before))
+                            traj["next_observations"].append(_flat(obs))
+                            traj["actions"].append(np.asarray(action, np.float32).reshape(-1))
+                            traj["rewards"].append(reward)
+                            traj["info"] = _scalar_info(info)
                         hist[i].append(obs)
                         rec["length"] += 1
                         rec["total_reward"] += reward
@@ -394,14 +423,31 @@ def evaluate_sampler(
                     print(f"  {spec.label}: chunk {len(chunks)}, {len(still)} envs active", flush=True)
                 active = still
             for i in wave:
-                episodes[i] = recs[i]
+                episodes[i - first_episode] = recs[i]
+                if i in trajs:
+                    trajectories[i] = _stack_trajectory(trajs[i], recs[i])
         finally:
             for env in envs.values():
                 env.close()
     report = SamplerReport(spec=spec, exact=bool(getattr(sampler, "exact", False)), episodes=episodes,
                            chunks=chunks, wall_s=time.perf_counter() - start_wall,
-                           policy_steps=policy.schedule.num_steps)
+                           policy_steps=policy.schedule.num_steps, trajectories=trajectories)
     return report, frames
+
+
+def _stack_trajectory(traj: dict[str, Any], rec: Mapping[str, Any]) -> dict[str, Any]:
+    """One episode's recorded steps as arrays, its last info with the episode's success and side."""
+    info = dict(traj["info"])
+    info["is_success"] = bool(rec["success"])
+    if "side" in rec:
+        info["side"] = rec["side"]
+    return {
+        "observations": np.stack(traj["observations"]).astype(np.float32),
+        "next_observations": np.stack(traj["next_observations"]).astype(np.float32),
+        "actions": np.stack(traj["actions"]).astype(np.float32),
+        "rewards": np.asarray(traj["rewards"], dtype=np.float32),
+        "info": info,
+    }
 
 
 def _float_or_none(value: Any) -> float | None:

@@ -3,13 +3,20 @@
     python scripts/evaluate.py checkpoint=checkpoints/reach
     python scripts/evaluate.py checkpoint=<dir> samplers=[ddpm,paradigms] n_episodes=10 out_dir=eval/run
     python scripts/evaluate.py checkpoint=<dir> sampler_options.paradigms.tolerance=0.05 baselines=[]
+    python scripts/evaluate.py checkpoint=<dir> n_episodes=200 seeds_per_unit=20 launcher=ray ray.num_cpus=8
+    python scripts/evaluate.py checkpoint=<dir> out_dir=eval/run resume=true        # after an interruption
+    python scripts/evaluate.py checkpoints=[<dir a>,<dir b>] tasks=[<task a>,<task b>] out_dir=eval/tasks
 
 Every sampler configuration (the ``samplers`` asked for, with options from ``configs/sampler/<name>.yaml``
 and ``sampler_options.<name>.<option>=...`` overrides, then the DDIM-16 and DDIM-10 ``baselines``)
-runs ``n_episodes`` episodes with env seeds ``seed + i`` and a generator seeded with ``seed``. Writes
-``results.json``, ``results.csv``, ``results.png`` and ``videos/`` into ``out_dir`` (see
-``policy_sampler.evaluation``) and prints the markdown table with the machine name. Bad arguments
-(missing checkpoint, unknown sampler or task, n_episodes < 1, ...) exit with status 2 and write nothing.
+runs ``n_episodes`` episodes with env seeds ``seed + i``, split into units of ``seeds_per_unit``
+episodes (default: one unit per configuration), each unit's generator seeded with its first env seed.
+Units run in this process (``launcher=local``) or as Ray tasks (``launcher=ray``, see docs/scaling.md);
+each finished unit is stored in ``out_dir/units/`` and ``resume=true`` skips the stored ones. Writes
+``results.json``, ``results.csv``, ``results.png`` and ``videos/`` into ``out_dir`` once all units are
+done (see ``policy_sampler.evaluation``; one subfolder per task when several are swept) and prints the
+markdown table with the machine name. Bad arguments (missing checkpoint, unknown sampler, task or
+launcher, n_episodes < 1, an unreachable Ray address, ...) exit with status 2 and write nothing.
 Options: configs/evaluate.yaml.
 """
 
@@ -43,9 +50,54 @@ def _int(cfg: DictConfig, key: str, minimum: int, allow_none: bool = False) -> i
     return value
 
 
+def _list(cfg: DictConfig, key: str) -> list | None:
+    value = cfg.get(key)
+    if value is None:
+        return None
+    value = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    if isinstance(value, (str, int)):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        _fail(f"{key} must be a non-empty list, got {value!r}")
+    return [str(v) for v in value]
+
+
+def _launcher(cfg: DictConfig):
+    """The launcher named by ``launcher`` with the ``ray.*`` options (exit 2 on a bad one)."""
+    from policy_sampler.sweep import LAUNCHERS, make_launcher
+
+    name = str(cfg.launcher)
+    if name not in LAUNCHERS:
+        _fail(f"unknown launcher {name!r}; valid: {', '.join(LAUNCHERS)}")
+    if name == "local":
+        return make_launcher("local")
+    opts = OmegaConf.to_container(cfg.ray, resolve=True) if cfg.get("ray") else {}
+    unknown = sorted(set(opts) - {"address", "num_cpus", "num_cpus_per_unit", "num_gpus_per_unit", "max_retries"})
+    if unknown:
+        _fail(f"unknown ray option(s) {unknown}; valid: address, num_cpus, num_cpus_per_unit, num_gpus_per_unit, max_retries")
+    if opts.get("num_gpus_per_unit") and str(cfg.device) == "cpu":
+        _fail("ray.num_gpus_per_unit > 0 runs units on the GPU: pass device=cuda")
+    try:
+        return make_launcher("ray", **opts)
+    except (ValueError, RuntimeError) as exc:
+        _fail(str(exc))
+
+
 def run(cfg: DictConfig) -> int:
-    if OmegaConf.is_missing(cfg, "checkpoint") or cfg.checkpoint in (None, ""):
+    checkpoints = _list(cfg, "checkpoints")
+    has_single = not OmegaConf.is_missing(cfg, "checkpoint") and cfg.checkpoint not in (None, "")
+    if checkpoints is None and not has_single:
         _fail("checkpoint is required: python scripts/evaluate.py checkpoint=<checkpoint dir>")
+    if checkpoints is not None and has_single:
+        _fail("give either checkpoint=<dir> or checkpoints=[<dir>, ...], not both")
+    tasks_asked = _list(cfg, "tasks")
+    if tasks_asked is not None and cfg.task is not None:
+        _fail("give either task=<id> or tasks=[<id>, ...], not both")
+    checkpoints = checkpoints or [str(cfg.checkpoint)]
+    if tasks_asked is None:
+        tasks_asked = [None if cfg.task is None else str(cfg.task)] * len(checkpoints)
+    if len(tasks_asked) != len(checkpoints):
+        _fail(f"tasks has {len(tasks_asked)} entries but checkpoints {len(checkpoints)}: one checkpoint per task")
     n_episodes = _int(cfg, "n_episodes", 1)
     seed = _int(cfg, "seed", 0)
     videos = _int(cfg, "videos", 0)
@@ -53,6 +105,7 @@ def run(cfg: DictConfig) -> int:
     n_envs = _int(cfg, "n_envs", 1, allow_none=True)
     max_steps = _int(cfg, "max_steps", 1, allow_none=True)
     num_threads = _int(cfg, "num_threads", 1, allow_none=True)
+    seeds_per_unit = _int(cfg, "seeds_per_unit", 1, allow_none=True)
     samplers = OmegaConf.to_container(cfg.samplers, resolve=True) if cfg.samplers is not None else []
     if isinstance(samplers, str):
         samplers = [samplers]
@@ -82,64 +135,86 @@ def run(cfg: DictConfig) -> int:
         torch.set_num_threads(num_threads)
     from policy_sampler import DiffusionPolicy
     from policy_sampler.data.demos import _available_tasks, canonical_task_id
-    from policy_sampler.evaluation import evaluate, format_table, load_sampler_specs, write_results
+    from policy_sampler.evaluation import format_table, load_sampler_specs, write_results
+    from policy_sampler.sweep import CheckpointBlob, evaluate_sweep
 
     try:
         specs = load_sampler_specs(samplers, SAMPLER_CONFIGS, overrides, baselines=baselines)
     except ValueError as exc:
         _fail(str(exc))
-    checkpoint = Path(to_absolute_path(str(cfg.checkpoint)))
-    try:
-        ckpt = DiffusionPolicy.resolve_checkpoint(checkpoint)
-    except FileNotFoundError as exc:
-        _fail(str(exc))
     device = str(cfg.device)
+    launcher = _launcher(cfg)
+    check_device = device if launcher.name == "local" else "cpu"  # Ray's units may run on other machines
     try:
-        torch.empty(0, device=device)
+        torch.empty(0, device=check_device)
     except (RuntimeError, AssertionError) as exc:
         _fail(f"device {device!r} is not available: {exc}")
-    try:
-        policy = DiffusionPolicy.load(ckpt, device=device)
-    except (ValueError, OSError) as exc:
-        _fail(f"cannot load checkpoint {ckpt}: {exc}")
-    task = cfg.task if cfg.task is not None else policy.metadata.get("task")
-    if not task:
-        _fail(f"the checkpoint {ckpt} records no task; pass task=<task id>")
-    task = canonical_task_id(str(task))
-    tasks = _available_tasks()
-    if task not in tasks:
-        _fail(f"unknown task {task!r}; available tasks:\n  " + "\n  ".join(tasks))
-    for spec in specs:
+    jobs, ckpt_meta = [], []
+    available = _available_tasks()
+    for path, task in zip(checkpoints, tasks_asked):
         try:
-            policy.schedule_for(spec.num_inference_steps)
-        except ValueError as exc:
-            _fail(f"{spec.label}: {exc}")
+            ckpt = DiffusionPolicy.resolve_checkpoint(Path(to_absolute_path(path)))
+        except FileNotFoundError as exc:
+            _fail(str(exc))
+        try:
+            policy = DiffusionPolicy.load(ckpt, device=check_device)
+        except (ValueError, OSError) as exc:
+            _fail(f"cannot load checkpoint {ckpt}: {exc}")
+        task = task if task is not None else policy.metadata.get("task")
+        if not task:
+            _fail(f"the checkpoint {ckpt} records no task; pass task=<task id> (tasks=[...] for several)")
+        task = canonical_task_id(str(task))
+        if task not in available:
+            _fail(f"unknown task {task!r}; available tasks:\n  " + "\n  ".join(available))
+        for spec in specs:
+            try:
+                policy.schedule_for(spec.num_inference_steps)
+            except ValueError as exc:
+                _fail(f"{spec.label}: {exc}")
+        jobs.append((task, CheckpointBlob.read(ckpt)))
+        ckpt_meta.append({"checkpoint": str(ckpt), "checkpoint_metadata": policy.metadata})
+    tasks = [t for t, _ in jobs]
+    if len(set(tasks)) != len(tasks):
+        _fail(f"a task appears twice: {tasks}; one checkpoint per task")
     out_dir = Path(to_absolute_path(str(cfg.out_dir)))
     if out_dir.exists() and not out_dir.is_dir():
         _fail(f"out_dir {out_dir} exists and is not a directory")
+    if bool(cfg.resume) and not (out_dir / "units").is_dir():
+        print(f"resume: no units/ in {out_dir} yet; running every unit", flush=True)
 
     meta = {
-        "checkpoint": str(ckpt), "checkpoint_metadata": policy.metadata, "device": device,
-        "num_threads": torch.get_num_threads(), "n_envs": n_envs, "max_steps": max_steps,
+        "device": device, "num_threads": torch.get_num_threads(), "n_envs": n_envs, "max_steps": max_steps,
         "stop_on_success": bool(cfg.stop_on_success), "env_kwargs": env_kwargs,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": sys.argv[1:],
     }
     start = time.perf_counter()
-    report = evaluate(
-        policy, task, specs, n_episodes, seed, videos=videos, video_samplers=video_samplers,
-        progress=bool(cfg.progress), meta=meta, n_envs=n_envs, env_kwargs=env_kwargs, max_steps=max_steps,
-        stop_on_success=bool(cfg.stop_on_success),
-    )
-    report.meta["wall_s"] = time.perf_counter() - start
-    written = write_results(report, out_dir)
-    print()
-    print(format_table(report))
-    print()
-    n_videos = sum(1 for k in written if k.startswith("video:"))
-    extra = f", {n_videos} video(s) in {out_dir / 'videos'}" if n_videos else ""
-    png = ", results.png" if "png" in written else " (no results.png: matplotlib is not installed)"
-    print(f"wrote {out_dir}/results.json, results.csv{png}{extra} in {report.meta['wall_s']:.1f} s", flush=True)
+    try:
+        reports = evaluate_sweep(
+            jobs, specs, n_episodes, seed, launcher=launcher, out_dir=out_dir, seeds_per_unit=seeds_per_unit,
+            resume=bool(cfg.resume), videos=videos, video_samplers=video_samplers, device=device,
+            progress=bool(cfg.progress), meta=meta, n_envs=n_envs, env_kwargs=env_kwargs, max_steps=max_steps,
+            stop_on_success=bool(cfg.stop_on_success),
+        )
+    finally:
+        launcher.close()
+    wall = time.perf_counter() - start
+    for report, extra in zip(reports, ckpt_meta):
+        report.meta.update(extra, wall_s=wall)
+        target = out_dir if len(reports) == 1 else out_dir / _slug(report.task)
+        written = write_results(report, target)
+        print()
+        print(format_table(report))
+        print()
+        n_videos = sum(1 for k in written if k.startswith("video:"))
+        extra_videos = f", {n_videos} video(s) in {target / 'videos'}" if n_videos else ""
+        png = ", results.png" if "png" in written else " (no results.png: matplotlib is not installed)"
+        print(f"wrote {target}/results.json, results.csv{png}{extra_videos}", flush=True)
+    print(f"{len(reports)} task(s) in {wall:.1f} s ({launcher.name} launcher)", flush=True)
     return 0
+
+
+def _slug(task: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in task)
 
 
 def _config_name(name: str) -> str:
