@@ -1,0 +1,12 @@
+"""Batch active preference learning of trajectory rewards (arXiv 2402.15757, after 1810.04303).
+
+``PreferenceLearner`` (:mod:`.learner`) chooses batches of pairwise queries over a pool of
+trajectories described by ``featurize`` (:mod:`.features`) features, normalized with a stored
+``FeatureNormalizer``; ``SimulatedPerson`` (:mod:`.simulated`) answers them in experiments.
+"""
+
+from policy_sampler.preference.features import FeatureNormalizer, feature_names, featurize
+from policy_sampler.preference.learner import PreferenceLearner, alignment
+from policy_sampler.preference.simulated import SimulatedPerson
+
+__all__ = ["FeatureNormalizer", "PreferenceLearner", "SimulatedPerson", "alignment", "feature_names", "featurize"]

@@ -1,0 +1,130 @@
+"""Choose a batch of b queries from scored candidates (arXiv 1810.04303 Sec. IV; DPP from
+arXiv 1906.07975 / 2402.15757).
+
+Every method but ``greedy`` and ``random`` first keeps the ``preselect`` best-scoring candidates
+(the papers' B = 20 b), then picks b of them:
+
+- ``greedy``: the b best scores (no diversity);
+- ``medoids``: the medoids of k-medoids (b clusters) on the Euclidean distances between the
+  candidates' psi (Park & Jun 2009: their initialization, then alternate assignment/update);
+- ``boundary_medoids``: the same on the vertices of the convex hull of the psi's only, topped up
+  with the best-scoring remaining candidates when there are fewer than b vertices;
+- ``successive_elimination``: while more than b remain, take the closest pair and drop whichever
+  of the two scores lower;
+- ``dpp``: the greedy MAP of the quality-similarity DPP (:mod:`.dpp`; ``dpp_mode="sample"``
+  draws an exact k-DPP sample instead);
+- ``random``: b candidates uniformly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from policy_sampler.preference.dpp import KDPPSampler, default_bandwidth, greedy_map, quality_similarity_kernel
+
+__all__ = ["METHODS", "select_batch", "k_medoids"]
+
+METHODS: tuple[str, ...] = ("dpp", "greedy", "medoids", "boundary_medoids", "successive_elimination", "random")
+DPP_MODES: tuple[str, ...] = ("map", "sample")
+
+
+def _distances(psi: np.ndarray) -> np.ndarray:
+    sq = (psi * psi).sum(1)
+    return np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * psi @ psi.T, 0.0))
+
+
+def k_medoids(distances: np.ndarray, k: int, max_iter: int = 100) -> np.ndarray:
+    """Indices of k medoids for a distance matrix [n, n] (Park & Jun 2009)."""
+    n = distances.shape[0]
+    k = min(k, n)
+    totals = distances.sum(1, keepdims=True)
+    totals[totals == 0] = 1.0
+    medoids = np.argsort((distances / totals.T).sum(1), kind="stable")[:k]
+    for _ in range(max_iter):
+        labels = np.argmin(distances[:, medoids], axis=1)
+        updated = medoids.copy()
+        for c in range(k):
+            members = np.flatnonzero(labels == c)
+            if members.size:
+                updated[c] = members[np.argmin(distances[np.ix_(members, members)].sum(1))]
+        if np.array_equal(np.sort(updated), np.sort(medoids)):
+            break
+        medoids = updated
+    return medoids
+
+
+def _hull_vertices(psi: np.ndarray) -> np.ndarray:
+    from scipy.spatial import ConvexHull, QhullError
+
+    if psi.shape[0] <= psi.shape[1] + 1:
+        return np.arange(psi.shape[0])
+    try:
+        return np.sort(ConvexHull(psi).vertices)
+    except (QhullError, ValueError):  # flat point sets: every point counts as on the boundary
+        return np.arange(psi.shape[0])
+
+
+def _successive_elimination(psi: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
+    dist = _distances(psi)
+    dist[dist == 0] = np.inf  # the diagonal and duplicates are never "closest"
+    alive = np.ones(len(scores), dtype=bool)
+    while alive.sum() > k:
+        masked = np.where(alive[:, None] & alive[None, :], dist, np.inf)
+        i, j = np.unravel_index(np.argmin(masked), masked.shape)
+        if not np.isfinite(masked[i, j]):  # only duplicates left: drop the lowest score
+            alive[np.flatnonzero(alive)[np.argmin(scores[alive])]] = False
+            continue
+        alive[i if scores[i] < scores[j] else j] = False
+    return np.flatnonzero(alive)
+
+
+def select_batch(
+    method: str,
+    psi: np.ndarray,
+    scores: np.ndarray,
+    batch_size: int,
+    rng: np.random.Generator,
+    *,
+    preselect: int | None = None,
+    dpp_gamma: float = 0.25,
+    dpp_bandwidth: float | None = None,
+    dpp_mode: str = "map",
+) -> np.ndarray:
+    """Indices (into the candidates) of ``min(batch_size, P)`` queries chosen by ``method`` from
+    candidates with differences ``psi`` [P, d] and scores ``scores`` [P] (>= 0, higher is better).
+    ``preselect`` defaults to 20 * batch_size."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if dpp_mode not in DPP_MODES:
+        raise ValueError(f"dpp_mode must be one of {DPP_MODES}, got {dpp_mode!r}")
+    n = len(scores)
+    k = min(int(batch_size), n)
+    if method == "random":
+        return np.sort(rng.choice(n, size=k, replace=False))
+    order = np.argsort(-scores, kind="stable")
+    if method == "greedy":
+        return order[:k]
+    keep = order[: max(k, min(n, 20 * k if preselect is None else int(preselect)))]
+    psi_b, scores_b = psi[keep], scores[keep]
+    if method == "medoids":
+        chosen = k_medoids(_distances(psi_b), k)
+    elif method == "boundary_medoids":
+        vertices = _hull_vertices(psi_b)
+        chosen = vertices[k_medoids(_distances(psi_b[vertices]), k)]
+        if chosen.size < k:
+            rest = np.setdiff1d(np.arange(len(keep)), chosen)  # keep is sorted by score
+            chosen = np.concatenate([chosen, rest[: k - chosen.size]])
+    elif method == "successive_elimination":
+        chosen = _successive_elimination(psi_b, scores_b, k)
+    else:
+        quality = np.clip(scores_b, 0.0, None) ** dpp_gamma
+        bandwidth = default_bandwidth(psi_b, k) if dpp_bandwidth is None else float(dpp_bandwidth)
+        kernel = quality_similarity_kernel(psi_b, quality, bandwidth)
+        if dpp_mode == "sample":
+            chosen = np.asarray(KDPPSampler(kernel).sample(min(k, int(np.linalg.matrix_rank(kernel))), rng), dtype=int)
+        else:
+            chosen = np.asarray(greedy_map(kernel, k), dtype=int)
+        if chosen.size < k:  # the kernel's rank ran out: top up with the best remaining
+            rest = np.setdiff1d(np.arange(len(keep)), chosen)
+            chosen = np.concatenate([chosen, rest[: k - chosen.size]])
+    return keep[np.asarray(chosen, dtype=int)]

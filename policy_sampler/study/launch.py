@@ -1,0 +1,140 @@
+"""Assemble a study from its config: pool, database, tokens, batch source and the ASGI app.
+
+A study config (``configs/study/<name>.yaml``) names the task, the pool's episodes (scripted-expert
+env seeds), the video size and how batches are made (``mode: active`` with the preference
+library's learner, or ``mode: fixed`` with a list of batches). The first start stores the config,
+the pool (content hashes) and the tokens in the database; a later start on the same database
+checks the pool is the same one and serves what was stored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+
+from policy_sampler.data.demos import Episode, canonical_task_id
+from policy_sampler.study.app import create_app
+from policy_sampler.study.db import StudyDB
+from policy_sampler.study.pool import StudyPool, build_pool, expert_episodes
+from policy_sampler.study.session import ActiveBatches, BatchSource, FixedBatches, Study
+
+MODES = ("active", "fixed")
+KNOWN_KEYS = {"": {"name", "task", "instructions", "pool", "video", "batches"}, "pool": {"seeds"},
+              "video": {"width", "height"}, "batches": {"mode", "method", "batch_size", "n_batches", "seed", "fixed"}}
+
+
+def _check_keys(cfg: dict[str, Any]) -> None:
+    for section, known in KNOWN_KEYS.items():
+        part = cfg if not section else (cfg.get(section) or {})
+        unknown = sorted(set(part) - known)
+        if unknown:
+            where = f"{section}." if section else ""
+            raise ValueError(f"study config: unknown key(s) {[where + k for k in unknown]}; known: {sorted(known)}")
+
+
+@dataclass
+class StudySettings:
+    """A study config, checked: see ``configs/study/demo.yaml`` for each field."""
+
+    name: str
+    task: str
+    seeds: list[int]
+    mode: str = "active"
+    method: str = "dpp"
+    batch_size: int = 4
+    n_batches: int = 3
+    seed: int = 0
+    fixed_batches: list[list[list[int]]] | None = None
+    width: int = 320
+    height: int = 320
+    instructions: str = ""
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> StudySettings:
+        """``ValueError`` naming the field for anything unknown, missing or out of range."""
+        _check_keys(cfg)
+
+        def need(key: str) -> Any:
+            if cfg.get(key) is None:
+                raise ValueError(f"study config: {key} is required")
+            return cfg[key]
+
+        pool = dict(need("pool"))
+        seeds = pool.get("seeds")
+        if isinstance(seeds, dict):
+            seeds = list(range(int(seeds.get("start", 0)), int(seeds.get("start", 0)) + int(seeds["count"])))
+        if not isinstance(seeds, list) or len(seeds) < 2 or not all(isinstance(s, int) for s in seeds):
+            raise ValueError(f"study config: pool.seeds must be a list of >= 2 ints or {{start, count}}, got {seeds!r}")
+        if len(set(seeds)) != len(seeds):
+            raise ValueError("study config: pool.seeds has repeated seeds")
+        batches = dict(need("batches"))
+        video = dict(cfg.get("video") or {})
+        settings = cls(
+            name=str(need("name")), task=canonical_task_id(str(need("task"))), seeds=seeds,
+            mode=str(batches.get("mode", "active")), method=str(batches.get("method", "dpp")),
+            batch_size=int(batches.get("batch_size", 4)), n_batches=int(batches.get("n_batches", 3)),
+            seed=int(batches.get("seed", 0)), fixed_batches=batches.get("fixed"),
+            width=int(video.get("width", 320)), height=int(video.get("height", 320)),
+            instructions=str(cfg.get("instructions") or ""))
+        if settings.mode not in MODES:
+            raise ValueError(f"study config: batches.mode must be one of {list(MODES)}, got {settings.mode!r}")
+        if settings.batch_size < 1 or settings.n_batches < 1:
+            raise ValueError("study config: batches.batch_size and batches.n_batches must be >= 1")
+        return settings
+
+    def as_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+
+def make_source(settings: StudySettings, pool: StudyPool, db: StudyDB) -> BatchSource:
+    """The study's batch source: the preference learner (active; the feature normalization
+    constants are stored in ``db`` for the export) or the fixed batches."""
+    if settings.mode == "fixed":
+        if settings.fixed_batches is not None:
+            return FixedBatches(settings.fixed_batches, len(pool))
+        return FixedBatches.random(len(pool), settings.n_batches, settings.batch_size, settings.seed)
+    try:
+        features, normalizer = pool.features()
+    except ImportError as exc:
+        raise ValueError(f"batches.mode=active needs policy_sampler.preference ({exc}); "
+                         "use batches.mode=fixed") from exc
+    db.set_meta("feature_normalizer", json.dumps(normalizer, sort_keys=True))
+    return ActiveBatches(features, settings.batch_size, settings.n_batches, settings.method, settings.seed)
+
+
+def prepare_study(
+    settings: StudySettings,
+    db_path: str | Path,
+    cache_dir: str | Path,
+    annotators: int | None = None,
+    episodes: Sequence[Episode] | None = None,
+    progress: Callable[[str], None] | None = None,
+    max_body_bytes: int = 16 * 1024,
+) -> tuple[Starlette, str, list[str]]:
+    """``(app, admin token, annotator tokens)`` for ``settings`` backed by the SQLite file ``db_path``.
+
+    ``episodes`` replaces the scripted-expert pool (e.g. a policy-sampled one); videos go to
+    ``cache_dir``. ``ValueError`` when the database belongs to another study or pool."""
+    db = StudyDB(db_path)
+    stored = db.get_meta("study_config")
+    if stored is not None and json.loads(stored)["name"] != settings.name:
+        raise ValueError(f"{db_path} holds study {json.loads(stored)['name']!r}, not {settings.name!r}")
+    if stored is not None and stored != settings.as_json() and progress is not None:
+        progress("note: the study config changed since this database was created; stored batches stand")
+    if annotators is None and stored is None:
+        raise ValueError("annotators is required for a new study database")
+    if episodes is None:
+        episodes = expert_episodes(settings.task, settings.seeds)
+    pool = build_pool(settings.task, episodes, cache_dir, settings.width, settings.height, progress)
+    db.ensure_trajectories([t.row() for t in pool.trajectories])
+    source = make_source(settings, pool, db)
+    if stored is None:
+        db.set_meta("study_config", settings.as_json())
+    admin, tokens = db.ensure_tokens(annotators)
+    study = Study(db, source, instructions=settings.instructions)
+    return create_app(study, admin, pool.video_dir, max_body_bytes), admin, tokens

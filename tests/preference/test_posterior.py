@@ -1,0 +1,116 @@
+"""Posterior samplers against a grid posterior in 2-D: the sample mean and second moments match
+the grid's, and a sampler given a wrong likelihood (flipped sign, wrong beta) fails the same check."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from policy_sampler.preference.posterior import sample_posterior
+from policy_sampler.preference.response import ResponseModel
+
+# Six answered queries in 2-D whose posterior is broad (not a point mass), with one answer
+# against the majority, so the grid moments are non-trivial.
+PSI = torch.tensor([[1.0, 0.2], [0.5, -1.0], [-0.3, 0.8], [1.2, 1.0], [0.2, 0.4], [-0.6, -0.2]], dtype=torch.float64)
+CHOICES = torch.tensor([1, -1, 1, 1, -1, -1])
+
+
+def _grid_moments(response, prior, points=400):
+    """E[w] and E[w w^T] under prior * likelihood on a fine grid (circle, disk or plane)."""
+    if prior == "sphere":
+        theta = torch.linspace(0, 2 * math.pi, 4000, dtype=torch.float64)[:-1]
+        w = torch.stack([theta.cos(), theta.sin()], 1)
+        logp = response.log_likelihood(w, PSI, CHOICES)
+    else:
+        half = 1.0 if prior == "ball" else 5.0
+        axis = torch.linspace(-half, half, points, dtype=torch.float64)
+        w = torch.cartesian_prod(axis, axis)
+        logp = response.log_likelihood(w, PSI, CHOICES)
+        if prior == "ball":
+            logp = torch.where((w * w).sum(1) <= 1, logp, torch.full_like(logp, -math.inf))
+        else:
+            logp = logp - 0.5 * (w * w).sum(1)
+    p = torch.softmax(logp, 0)
+    return p @ w, (w * p[:, None]).T @ w
+
+
+def _moments(samples):
+    return samples.mean(0), samples.T @ samples / samples.shape[0]
+
+
+def _sample(response, prior, sampler, seed=0, **kw):
+    options = dict(n_samples=4000, n_chains=100, burn_in=300, thin=5, prior=prior, sampler=sampler)
+    options.update(kw)
+    return sample_posterior(response, PSI, CHOICES, generator=torch.Generator().manual_seed(seed), **options)
+
+
+def _error(samples, response, prior):
+    mean, second = _moments(samples)
+    g_mean, g_second = _grid_moments(response, prior)
+    return max(float((mean - g_mean).abs().max()), float((second - g_second).abs().max()))
+
+
+CASES = [("sphere", "mh"), ("ball", "mh"), ("gaussian", "mh"), ("gaussian", "mala")]
+
+
+@pytest.mark.parametrize("prior,sampler", CASES)
+@pytest.mark.parametrize("kind", ["bradley_terry", "strict"])
+def test_sampler_matches_grid_posterior(prior, sampler, kind):
+    response = ResponseModel(kind, beta=2.0)
+    result = _sample(response, prior, sampler)
+    assert result.samples.shape == (4000, 2)
+    assert 0.1 < result.acceptance < 0.95
+    assert _error(result.samples, response, prior) < 0.06  # measured 0.004-0.04; wrong models give > 0.25
+
+
+@pytest.mark.parametrize("prior,sampler", CASES)
+def test_wrong_likelihood_fails_the_check(prior, sampler):
+    right = ResponseModel("bradley_terry", beta=2.0)
+    flipped = sample_posterior(right, -PSI, CHOICES, generator=torch.Generator().manual_seed(0),
+                               n_samples=4000, n_chains=100, burn_in=300, thin=5, prior=prior, sampler=sampler)
+    assert _error(flipped.samples, right, prior) > 0.5
+    wrong_beta = _sample(ResponseModel("bradley_terry", beta=0.5), prior, sampler)
+    assert _error(wrong_beta.samples, right, prior) > 0.2
+
+
+def test_ula_close_to_grid_with_a_small_step():
+    response = ResponseModel("bradley_terry", beta=2.0)
+    result = _sample(response, "gaussian", "ula", step=0.1, thin=10)
+    assert result.acceptance == 1.0
+    assert _error(result.samples, response, "gaussian") < 0.1
+
+
+def test_about_equal_answers_use_the_weak_model():
+    """An extra "about equal" answer: the sampled posterior matches the grid posterior whose
+    likelihood includes P(0) of the weak model, and differs from the one without that answer."""
+    response = ResponseModel("bradley_terry", beta=2.0, delta=1.0)
+    psi = torch.cat([PSI, torch.tensor([[1.0, 1.0]], dtype=torch.float64)])
+    choices = torch.cat([CHOICES, torch.tensor([0])])
+    result = sample_posterior(response, psi, choices, generator=torch.Generator().manual_seed(1),
+                              n_samples=4000, n_chains=100, burn_in=300, thin=5)
+    assert torch.allclose(result.samples.norm(dim=1), torch.ones(4000, dtype=torch.float64))
+    theta = torch.linspace(0, 2 * math.pi, 4000, dtype=torch.float64)[:-1]
+    w = torch.stack([theta.cos(), theta.sin()], 1)
+    with_equal = torch.softmax(response.log_likelihood(w, psi, choices), 0) @ w
+    without = torch.softmax(response.log_likelihood(w, PSI, CHOICES), 0) @ w
+    assert float((result.samples.mean(0) - with_equal).abs().max()) < 0.03
+    assert float((with_equal - without).abs().max()) > 0.1
+
+
+def test_bad_options_raise():
+    response = ResponseModel()
+    with pytest.raises(ValueError, match="needs prior='gaussian'"):
+        _sample(response, "sphere", "mala")
+    with pytest.raises(ValueError, match="thin"):
+        _sample(response, "sphere", "mh", thin=0)
+    with pytest.raises(ValueError, match="prior must be"):
+        _sample(response, "cube", "mh")
+
+
+def test_seeded_and_deterministic():
+    response = ResponseModel()
+    a = _sample(response, "sphere", "mh", seed=3, n_samples=100, n_chains=10)
+    b = _sample(response, "sphere", "mh", seed=3, n_samples=100, n_chains=10)
+    c = _sample(response, "sphere", "mh", seed=4, n_samples=100, n_chains=10)
+    assert torch.equal(a.samples, b.samples) and not torch.equal(a.samples, c.samples)
