@@ -33,6 +33,7 @@ import json
 import math
 import os
 import time
+import dataclasses
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from policy_sampler.policy.observations import flat_observation, stack_observations
 from policy_sampler.serialization import atomic_write_bytes, jsonable
 
 __all__ = [
@@ -86,6 +88,11 @@ CSV_COLUMNS = (
     "mean_accepted_length",  # speculative samplers (empty when the sampler does not report it)
     "left_share",            # share of episodes with side == "left" (empty when the task has no side)
     "wall_s",                # seconds the whole configuration took (rollouts included)
+    "inference_delay",       # ChunkRunner rows: simulated inference delay in control ticks
+    "smoothing",             # ChunkRunner rows: none, rtc or ensemble
+    "misses",                # ChunkRunner rows: chunks not ready when due
+    "boundary_jerk",         # ChunkRunner rows: mean |second difference| of actions where chunks meet
+    "interior_jerk",         # ... and at every other tick
 )
 
 # The fast baselines a user would pick instead: DDIM (eta 0) with 16 and with 10 steps.
@@ -107,11 +114,29 @@ class SamplerSpec:
     options: dict[str, Any] = field(default_factory=dict)
     num_inference_steps: int | None = None
     baseline: bool = False
+    control: dict[str, Any] | None = None  # ChunkRunner settings: rolled tick by tick through it
 
     def make(self):
         from policy_sampler.samplers import make_sampler
 
         return make_sampler(self.sampler, **dict(self.options))
+
+
+def with_control(specs: Sequence[SamplerSpec], inference_delays: Sequence[int],
+                 smoothing: Sequence[str] = ("none",), warm_start: bool = False) -> list[SamplerSpec]:
+    """Each spec once per simulated inference delay (control ticks) and smoothing, run through
+    :class:`~policy_sampler.control.ChunkRunner`; labels like ``paradigms d=2 rtc``."""
+    out = []
+    for spec in specs:
+        for delay in inference_delays:
+            for smooth in smoothing:
+                label = f"{spec.label} d={delay}" + ("" if smooth == "none" else f" {smooth}")
+                control = {"inference_delay": int(delay), "smoothing": str(smooth)}
+                if warm_start and spec.make().warm_start:
+                    control["warm_start"] = True
+                    label += " warm"
+                out.append(dataclasses.replace(spec, label=label, control=control))
+    return out
 
 
 def load_sampler_specs(
@@ -222,6 +247,7 @@ class SamplerReport:
     policy_steps: int | None = None  # the policy's own inference steps (what "exact" is relative to)
     videos: list[str] = field(default_factory=list)
     trajectories: dict[int, dict[str, Any]] = field(default_factory=dict, repr=False)  # see evaluate_sampler
+    control: dict[str, Any] | None = None  # ChunkRunner settings and counters (specs with control)
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -229,7 +255,7 @@ class SamplerReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"summary": self.summary, "spec": asdict(self.spec), "episodes": self.episodes,
-                "chunks": self.chunks, "videos": self.videos}
+                "chunks": self.chunks, "videos": self.videos, "control": self.control}
 
 
 def summarize(report: SamplerReport) -> dict[str, Any]:
@@ -268,27 +294,9 @@ def summarize(report: SamplerReport) -> dict[str, Any]:
         "mean_accepted_length": _mean(accepted) if accepted else None,
         "left_share": (sum(1 for s in sides if s == "left") / len(sides)) if has_side and sides else None,
         "wall_s": float(report.wall_s),
+        **{key: (report.control or {}).get(key) for key in
+           ("inference_delay", "smoothing", "misses", "boundary_jerk", "interior_jerk")},
     }
-
-
-def _obs_batch(policy, histories: list[deque]) -> dict[str, torch.Tensor]:
-    """``{key: [B, n_obs_steps, d]}`` from per-env histories of env observations (flat arrays, or dicts
-    holding the policy's keys)."""
-    keys = policy.config.obs_keys
-    first = histories[0][0]
-    if isinstance(first, Mapping) and all(k in first for k in keys):
-        return {k: torch.as_tensor(np.stack([np.stack([np.asarray(o[k], np.float32).reshape(-1) for o in h])
-                                             for h in histories])) for k in keys}
-    if len(keys) != 1:
-        raise ValueError(f"the policy takes observation keys {list(keys)}; the env returns {type(first).__name__}")
-    return {keys[0]: torch.as_tensor(np.stack([np.stack([_flat(o) for o in h]) for h in histories]))}
-
-
-def _flat(obs: Any) -> np.ndarray:
-    """An env observation as one float32 vector (a dict's values concatenated in order)."""
-    if isinstance(obs, Mapping):
-        return np.concatenate([np.asarray(v, np.float32).reshape(-1) for v in obs.values()])
-    return np.asarray(obs, np.float32).reshape(-1)
 
 
 def _scalar_info(info: Mapping[str, Any]) -> dict[str, Any]:
@@ -351,6 +359,7 @@ def evaluate_sampler(
     chunks: list[dict[str, Any]] = []
     frames: dict[int, dict[str, Any]] = {}
     trajectories: dict[int, dict[str, Any]] = {}
+    control_stats: list[dict[str, Any]] = []
     start_wall = time.perf_counter()
     pending = list(range(first_episode, first_episode + n_episodes))
     while pending:
@@ -373,9 +382,41 @@ def evaluate_sampler(
                 if i < record_videos:
                     frames[i] = {"fps": int(env.metadata.get("render_fps", 25) or 25),
                                  "frames": [np.asarray(env.render())]}
-            active = list(wave)
+            def step(i: int, action: np.ndarray) -> bool:
+                """One env step of episode i with its bookkeeping; True when the episode is over."""
+                env, rec = envs[i], recs[i]
+                before = hist[i][-1]
+                obs, reward, terminated, truncated, info = env.step(action)
+                reward = float(reward)
+                if i in trajs:
+                    traj = trajs[i]
+                    traj["observations"].append(flat_observation(before))
+                    traj["next_observations"].append(flat_observation(obs))
+                    traj["actions"].append(np.asarray(action, np.float32).reshape(-1))
+                    traj["rewards"].append(reward)
+                    traj["info"] = _scalar_info(info)
+                hist[i].append(obs)
+                rec["length"] += 1
+                rec["total_reward"] += reward
+                rec["max_reward"] = reward if rec["max_reward"] is None else max(rec["max_reward"], reward)
+                rec["success"] = rec["success"] or bool(info.get("is_success", False))
+                if "side" in info and (info["side"] is not None or "side" not in rec):
+                    rec["side"] = info["side"]  # the latest reported side (None until it passes)
+                if "collided" in info:
+                    rec["collided"] = bool(info["collided"])
+                if i in frames:
+                    frames[i]["frames"].append(np.asarray(env.render()))
+                rec["terminated"], rec["truncated"] = bool(terminated), bool(truncated)
+                return bool(terminated or truncated or (stop_on_success and rec["success"]))
+
+            if spec.control is not None:
+                control_stats.append(_run_control(policy, sampler, spec, wave, hist, recs, step, chunks,
+                                                  int(seed) + wave[0]))
+                active = []
+            else:
+                active = list(wave)
             while active:
-                obs_batch = _obs_batch(policy, [hist[i] for i in active])
+                obs_batch = stack_observations(policy.config.obs_keys, [hist[i] for i in active])
                 t0 = time.perf_counter()
                 out = policy.predict_action(obs_batch, sampler=sampler, generator=generator,
                                             num_inference_steps=spec.num_inference_steps)
@@ -388,36 +429,8 @@ def evaluate_sampler(
                 })
                 still = []
                 for row, i in enumerate(active):
-                    env, rec = envs[i], recs[i]
-                    rec["chunks"] += 1
-                    done = False
-                    for action in actions[row]:
-                        before = hist[i][-1]
-                        obs, reward, terminated, truncated, info = env.step(action)
-                        reward = float(reward)
-                        if i in trajs:
-                            traj = trajs[i]
-                            traj["observations"].append(_flat(before))
-                            traj["next_observations"].append(_flat(obs))
-                            traj["actions"].append(np.asarray(action, np.float32).reshape(-1))
-                            traj["rewards"].append(reward)
-                            traj["info"] = _scalar_info(info)
-                        hist[i].append(obs)
-                        rec["length"] += 1
-                        rec["total_reward"] += reward
-                        rec["max_reward"] = reward if rec["max_reward"] is None else max(rec["max_reward"], reward)
-                        rec["success"] = rec["success"] or bool(info.get("is_success", False))
-                        if "side" in info and (info["side"] is not None or "side" not in rec):
-                            rec["side"] = info["side"]  # the latest reported side (None until it passes)
-                        if "collided" in info:
-                            rec["collided"] = bool(info["collided"])
-                        if i in frames:
-                            frames[i]["frames"].append(np.asarray(env.render()))
-                        rec["terminated"], rec["truncated"] = bool(terminated), bool(truncated)
-                        if terminated or truncated or (stop_on_success and rec["success"]):
-                            done = True
-                            break
-                    if not done:
+                    recs[i]["chunks"] += 1
+                    if not any(step(i, action) for action in actions[row]):
                         still.append(i)
                 if progress:
                     print(f"  {spec.label}: chunk {len(chunks)}, {len(still)} envs active", flush=True)
@@ -431,8 +444,47 @@ def evaluate_sampler(
                 env.close()
     report = SamplerReport(spec=spec, exact=bool(getattr(sampler, "exact", False)), episodes=episodes,
                            chunks=chunks, wall_s=time.perf_counter() - start_wall,
-                           policy_steps=policy.schedule.num_steps, trajectories=trajectories)
+                           policy_steps=policy.schedule.num_steps, trajectories=trajectories,
+                           control=merge_control_stats(spec.control, control_stats))
     return report, frames
+
+
+def _run_control(policy, sampler, spec: SamplerSpec, wave: list[int], hist: dict, recs: dict, step,
+                 chunks: list[dict[str, Any]], seed: int) -> dict[str, Any]:
+    """Roll one wave of envs tick by tick through a ChunkRunner (simulated inference delay); finished
+    envs keep their last observation and their actions are ignored."""
+    from policy_sampler.control import ChunkRunner
+
+    runner = ChunkRunner(policy, sampler=sampler, num_envs=len(wave), seed=seed,
+                         num_inference_steps=spec.num_inference_steps, **spec.control)
+    runner.reset([hist[i][-1] for i in wave])
+    active = set(wave)
+    while active:
+        actions = runner.act([hist[i][-1] for i in wave])
+        for row, i in enumerate(wave):
+            if i in active and step(i, actions[row]):
+                active.discard(i)
+    stats = runner.stats()
+    for i in wave:
+        recs[i]["chunks"] = stats["chunks"]
+    chunks.extend({**c, "mean_accepted_length": None,
+                   "num_inference_steps": spec.num_inference_steps or policy.schedule.num_steps}
+                  for c in runner.chunk_log)
+    return stats
+
+
+def merge_control_stats(control: dict[str, Any] | None, parts: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The ChunkRunner settings with its counters summed and its jerks averaged over ``parts`` (the
+    ``stats()`` of each wave of envs, or the merged stats of each block of episodes)."""
+    if control is None:
+        return None
+    out: dict[str, Any] = dict(control)
+    for key in ("misses", "fallbacks", "dropped_actions", "early_stops", "ticks"):
+        out[key] = sum(w[key] for w in parts)
+    for key in ("boundary_jerk", "interior_jerk"):
+        values = [w[key] for w in parts if w[key] is not None]
+        out[key] = float(np.mean(values)) if values else None
+    return out
 
 
 def _stack_trajectory(traj: dict[str, Any], rec: Mapping[str, Any]) -> dict[str, Any]:

@@ -135,11 +135,15 @@ def run(cfg: DictConfig) -> int:
         torch.set_num_threads(num_threads)
     from policy_sampler import DiffusionPolicy
     from policy_sampler.data.demos import _available_tasks, canonical_task_id
-    from policy_sampler.evaluation import format_table, load_sampler_specs, write_results
+    from policy_sampler.evaluation import format_table, load_sampler_specs, with_control, write_results
     from policy_sampler.sweep import CheckpointBlob, evaluate_sweep
 
     try:
         specs = load_sampler_specs(samplers, SAMPLER_CONFIGS, overrides, baselines=baselines)
+        delays = _control_list(cfg, "inference_delays")
+        if delays:
+            smoothing = _control_list(cfg, "smoothing") or ["none"]
+            specs = with_control(specs, delays, smoothing, warm_start=bool(cfg.control.warm_start))
     except ValueError as exc:
         _fail(str(exc))
     device = str(cfg.device)
@@ -215,6 +219,17 @@ def run(cfg: DictConfig) -> int:
 
 def _slug(task: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in task)
+
+
+def _control_list(cfg: DictConfig, key: str) -> list:
+    """``control.<key>`` as a list, checked: delays are ints >= 0, smoothing is none, rtc or ensemble."""
+    value = OmegaConf.to_container(cfg.control, resolve=True).get(key) or []
+    value = [value] if not isinstance(value, list) else value
+    if key == "inference_delays" and not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value):
+        raise ValueError(f"control.inference_delays must be a list of ints >= 0 (control ticks), got {value!r}")
+    if key == "smoothing" and not all(s in ("none", "rtc", "ensemble") for s in value):
+        raise ValueError(f"control.smoothing must list none, rtc or ensemble, got {value!r}")
+    return value
 
 
 def _config_name(name: str) -> str:

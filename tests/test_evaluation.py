@@ -24,6 +24,7 @@ from policy_sampler.evaluation import (
     format_table,
     load_sampler_specs,
     wilson_interval,
+    with_control,
     write_results,
 )
 from policy_sampler.policy import DiffusionPolicyConfig
@@ -248,3 +249,31 @@ def test_script_end_to_end_with_video(checkpoint, tmp_path):
     with open(out / "results.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == 4
     assert "| ddpm |" in proc.stdout and doc["machine"] in proc.stdout
+
+
+def test_control_rows_run_through_the_chunk_runner(policy):
+    """With a simulated inference delay, episodes run tick by tick through ChunkRunner: the same
+    episodes are reproduced, stale actions are dropped, and misses and jerks are reported."""
+    specs = with_control([SamplerSpec("ddpm", "ddpm")], [0, 2], ["none", "rtc"])
+    assert [s.label for s in specs] == ["ddpm d=0", "ddpm d=0 rtc", "ddpm d=2", "ddpm d=2 rtc"]
+    rep = evaluate(policy, TASK, specs, n_episodes=2, seed=5, max_steps=MAX_STEPS, videos=0)
+    again = evaluate(policy, TASK, specs[2:3], n_episodes=2, seed=5, max_steps=MAX_STEPS, videos=0)
+    assert again.reports[0].episodes == rep.reports[2].episodes
+    for r in rep.reports:
+        row = r.summary
+        assert all(e["length"] == MAX_STEPS for e in r.episodes)
+        assert row["misses"] == 0 and row["boundary_jerk"] is not None and row["interior_jerk"] is not None
+        assert row["inference_delay"] == r.spec.control["inference_delay"]
+    assert rep.reports[0].control["dropped_actions"] == 0 < rep.reports[2].control["dropped_actions"]
+
+
+def test_script_control_options(checkpoint, tmp_path):
+    proc = _script([f"checkpoint={checkpoint}", "samplers=[ddpm]", "baselines=[]", "n_episodes=1", "videos=0",
+                    f"max_steps={MAX_STEPS}", "control.inference_delays=[1]", "control.smoothing=[ensemble]",
+                    "num_threads=1", "out_dir=res"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(tmp_path / "res" / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["label"] for r in rows] == ["ddpm d=1 ensemble"] and rows[0]["smoothing"] == "ensemble"
+    bad = _script([f"checkpoint={checkpoint}", "control.inference_delays=[-1]", "out_dir=res2"], tmp_path)
+    assert bad.returncode == 2 and "control.inference_delays" in bad.stderr

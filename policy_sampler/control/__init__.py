@@ -1,8 +1,8 @@
 """Running a policy in a real-time control loop: :class:`ChunkRunner`, with real-time chunking and
 temporal ensembling where chunks meet."""
 
-from policy_sampler.control.chunk_runner import ChunkRunner, boundary_jerk, stack_observations
+from policy_sampler.control.chunk_runner import ChunkRunner, boundary_jerk
 from policy_sampler.control.real_time_chunking import RealTimeChunking, soft_mask
 from policy_sampler.control.temporal_ensembling import ensemble
 
-__all__ = ["ChunkRunner", "RealTimeChunking", "boundary_jerk", "ensemble", "soft_mask", "stack_observations"]
+__all__ = ["ChunkRunner", "RealTimeChunking", "boundary_jerk", "ensemble", "soft_mask"]

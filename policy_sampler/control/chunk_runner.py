@@ -43,29 +43,12 @@ from torch import Tensor
 
 from policy_sampler.control.real_time_chunking import RealTimeChunking, soft_mask
 from policy_sampler.control.temporal_ensembling import ensemble
+from policy_sampler.policy.observations import stack_observations
 from policy_sampler.samplers import Sampler, make_sampler
 
-__all__ = ["ChunkRunner", "stack_observations"]
+__all__ = ["ChunkRunner", "boundary_jerk"]
 
 SMOOTHING = ("none", "rtc", "ensemble")
-
-
-def stack_observations(obs_keys: Sequence[str], histories: Sequence[Sequence[Any]]) -> dict[str, Tensor]:
-    """``{key: [B, n_obs_steps, d]}`` from per-env histories of env observations (flat arrays, or
-    dicts holding the policy's keys)."""
-    first = histories[0][0]
-    if isinstance(first, Mapping) and all(k in first for k in obs_keys):
-        return {k: torch.as_tensor(np.stack([np.stack([np.asarray(o[k], np.float32).reshape(-1) for o in h])
-                                             for h in histories])) for k in obs_keys}
-    if len(obs_keys) != 1:
-        raise ValueError(f"the policy takes observation keys {list(obs_keys)}; the env returns {type(first).__name__}")
-
-    def flat(o: Any) -> np.ndarray:
-        if isinstance(o, Mapping):
-            return np.concatenate([np.asarray(v, np.float32).reshape(-1) for v in o.values()])
-        return np.asarray(o, np.float32).reshape(-1)
-
-    return {obs_keys[0]: torch.as_tensor(np.stack([np.stack([flat(o) for o in h]) for h in histories]))}
 
 
 @dataclass
@@ -102,7 +85,8 @@ class ChunkRunner:
     ``sampler`` (a name, with ``sampler_options``, or a :class:`Sampler`); ``budget_s``: the most an
     ``act`` call may take, and the tick period assumed until one is measured (``control_period_s``
     overrides it); ``n_action_steps``: actions executed per chunk (default: the policy's);
-    ``inference_delay``: None (real time) or the simulated delay in ticks; ``smoothing``: 'none',
+    ``inference_delay``: None (real time) or the simulated delay in ticks; ``num_inference_steps``:
+    the sampler's schedule length (None: the policy's); ``smoothing``: 'none',
     'rtc' or 'ensemble'; ``warm_start``: Picard-family warm starts; ``fallback_steps``: DDIM steps of
     the fallback chunk (0: none); ``num_envs``: None for one env (``act`` takes one observation and
     returns ``[action_dim]``), else the number of envs stepped in lockstep (``act`` takes a sequence
@@ -123,6 +107,7 @@ class ChunkRunner:
         ensemble_decay: float = 0.01,
         warm_start: bool = False,
         fallback_steps: int = 4,
+        num_inference_steps: int | None = None,
         hold_action: Sequence[float] | None = None,
         num_envs: int | None = None,
         seed: int | None = None,
@@ -162,6 +147,8 @@ class ChunkRunner:
         self.fallback_steps = fallback_steps
         if fallback_steps:
             policy.schedule_for(fallback_steps)
+        policy.schedule_for(num_inference_steps)
+        self.num_inference_steps = num_inference_steps
         if num_envs is not None and (not _is_int(num_envs) or num_envs < 1):
             raise ValueError(f"num_envs must be None or a positive int, got {num_envs!r}")
         self.num_envs = num_envs
@@ -195,6 +182,7 @@ class ChunkRunner:
         self._backup_generator = torch.Generator(device=self.policy.device)
         self._backup_generator.manual_seed(self._generator.initial_seed() ^ 0x5EED)
         self._latencies: list[float] = []
+        self.chunk_log: list[dict[str, Any]] = []  # per adopted or dropped chunk: batch, latency_s, rounds, nfe
         self._latency_needs: list[float] = []
         self._act_latencies: list[float] = []
         self._rounds: list[int] = []
@@ -325,7 +313,8 @@ class ChunkRunner:
             out = self.policy.predict_action(obs, sampler="ddim", generator=self._backup_generator,
                                              num_inference_steps=self.fallback_steps)
         else:
-            out = self.policy.predict_action(obs, sampler=self.sampler, generator=self._generator, **kwargs)
+            out = self.policy.predict_action(obs, sampler=self.sampler, generator=self._generator,
+                                             num_inference_steps=self.num_inference_steps, **kwargs)
         latency = time.perf_counter() - start
         chunk = out.chunk.detach().float()
         return _Chunk(
@@ -353,6 +342,8 @@ class ChunkRunner:
 
     def _adopt(self, chunk: _Chunk, tick: int) -> None:
         self._latencies.append(chunk.latency_s)
+        self.chunk_log.append({"batch": chunk.actions.shape[0], "latency_s": chunk.latency_s,
+                               "rounds": chunk.rounds, "nfe": chunk.nfe})
         self._latency_needs.append(chunk.latency_s * (1.5 if chunk.stopped_early else 1.0))
         self._rounds.append(chunk.rounds)
         self._counts["early_stops"] += int(chunk.stopped_early)

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from policy_sampler.evaluation import EvaluationReport, SamplerReport, SamplerSpec
+from policy_sampler.evaluation import EvaluationReport, SamplerReport, SamplerSpec, merge_control_stats
 from policy_sampler.sweep.checkpoint import CheckpointBlob
 from policy_sampler.sweep.launchers import Launcher, UnitFn, make_launcher
 from policy_sampler.sweep.runner import run_sweep
@@ -49,13 +49,15 @@ def merge_evaluation(
     reports, frames = [], {}
     for label, blocks in by_label.items():
         blocks = sorted(blocks, key=lambda u: u.first_episode)
-        episodes, chunks, wall = [], [], 0.0
+        episodes, chunks, wall, control = [], [], 0.0, []
         exact, policy_steps = True, None
         for unit in blocks:
             record, arrays = results[unit.unit_id]
             episodes += record["episodes"]
             chunks += record["chunks"]
             wall += float(record["wall_s"])
+            if record.get("control") is not None:
+                control.append(record["control"])
             exact, policy_steps = bool(record["exact"]), record["policy_steps"]
             for episode, fps in record.get("videos", {}).items():
                 frames.setdefault(label, {})[int(episode)] = {"fps": int(fps), "frames": list(arrays[f"frames_{episode}"])}
@@ -63,7 +65,8 @@ def merge_evaluation(
             raise ValueError(f"{label}: the units cover episodes {[e['episode'] for e in episodes]}, "
                              f"not 0..{n_episodes - 1}")
         reports.append(SamplerReport(spec=specs[label], exact=exact, episodes=episodes, chunks=chunks, wall_s=wall,
-                                     policy_steps=policy_steps))
+                                     policy_steps=policy_steps,
+                                     control=merge_control_stats(specs[label].control, control)))
     return EvaluationReport(task=task, n_episodes=n_episodes, seed=int(seed), machine=machine, reports=reports,
                             meta=dict(meta or {}), frames=frames)
 

@@ -149,7 +149,7 @@ def run_unit(unit: Unit, fetch: Callable[[], CheckpointBlob]) -> tuple[dict[str,
     )
     record: dict[str, Any] = {
         "unit_id": unit.unit_id, "unit": unit.to_dict(), "exact": report.exact, "policy_steps": report.policy_steps,
-        "wall_s": report.wall_s, "episodes": report.episodes, "chunks": report.chunks,
+        "wall_s": report.wall_s, "episodes": report.episodes, "chunks": report.chunks, "control": report.control,
         "videos": {str(i): v["fps"] for i, v in sorted(frames.items()) if v["frames"]},
         "worker": {"host": socket.gethostname(), "pid": os.getpid(), "machine": machine_name(policy.device)},
     }

@@ -1,0 +1,30 @@
+"""Env observations as the policy's input: ``{key: [B, n_obs_steps, d]}`` from per-env histories."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["flat_observation", "stack_observations"]
+
+
+def flat_observation(obs: Any) -> np.ndarray:
+    """An env observation as one float32 vector (a dict's values concatenated in order)."""
+    if isinstance(obs, Mapping):
+        return np.concatenate([np.asarray(v, np.float32).reshape(-1) for v in obs.values()])
+    return np.asarray(obs, np.float32).reshape(-1)
+
+
+def stack_observations(obs_keys: Sequence[str], histories: Sequence[Sequence[Any]]) -> dict[str, Tensor]:
+    """``{key: [B, n_obs_steps, d]}`` from per-env histories of env observations (flat arrays, or
+    dicts holding the policy's keys)."""
+    first = histories[0][0]
+    if isinstance(first, Mapping) and all(k in first for k in obs_keys):
+        return {k: torch.as_tensor(np.stack([np.stack([np.asarray(o[k], np.float32).reshape(-1) for o in h])
+                                             for h in histories])) for k in obs_keys}
+    if len(obs_keys) != 1:
+        raise ValueError(f"the policy takes observation keys {list(obs_keys)}; the env returns {type(first).__name__}")
+    return {obs_keys[0]: torch.as_tensor(np.stack([np.stack([flat_observation(o) for o in h]) for h in histories]))}
