@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from policy_sampler.models.conditional_unet1d import ConditionalUnet1D, ConditionalUnet1DDenoiser
 from policy_sampler.policy.config import DiffusionPolicyConfig
 from policy_sampler.policy.normalizer import Normalizer
+from policy_sampler.runtime import DenoiserRuntime
 from policy_sampler.samplers import Sampler, make_sampler
 from policy_sampler.schedule import NoiseSchedule
 from policy_sampler.serialization import jsonable
@@ -95,6 +96,33 @@ class DiffusionPolicy(nn.Module):
     def denoiser(self) -> ConditionalUnet1DDenoiser:
         """The EMA U-Net as the samplers' denoiser ``(x [N, horizon, action_dim], t [N], cond) -> eps``."""
         return self.ema_model.denoiser()
+
+    def set_runtime(self, mode: str | None = "eager", **options: Any) -> DenoiserRuntime | None:
+        """Run :meth:`predict_action`'s denoiser calls through a
+        :class:`~policy_sampler.runtime.DenoiserRuntime` (``mode`` 'eager', 'compile' or 'cuda_graph';
+        ``options`` as its keyword arguments) wrapping the EMA U-Net on the policy's current device;
+        ``mode=None`` removes it. Call it again after moving the policy to another device."""
+        runtime = None if mode is None else DenoiserRuntime(self.denoiser(), mode=mode, **options)
+        self.__dict__["_runtime"] = runtime
+        self.__dict__["_runtime_device"] = self.device
+        return runtime
+
+    @property
+    def runtime(self) -> DenoiserRuntime | None:
+        """The runtime set by :meth:`set_runtime`, or None (plain eager calls)."""
+        return self.__dict__.get("_runtime")
+
+    def sampling_denoiser(self) -> Any:
+        """What :meth:`predict_action` hands the sampler: the runtime if one is set, else :meth:`denoiser`."""
+        runtime = self.runtime
+        if runtime is None:
+            return self.denoiser()
+        if self.__dict__["_runtime_device"] != self.device:
+            raise ValueError(
+                f"the runtime was set on {self.__dict__['_runtime_device']} but the policy is on {self.device}; "
+                "call set_runtime again after moving the policy"
+            )
+        return runtime
 
     def train(self, mode: bool = True) -> "DiffusionPolicy":
         super().train(mode)
@@ -256,9 +284,9 @@ class DiffusionPolicy(nn.Module):
         else:
             raise ValueError(f"sampler must be a name or a Sampler, got {type(sampler).__name__}")
 
-        denoiser = self.denoiser()
+        denoiser = self.sampling_denoiser()
         if guidance is not None:
-            denoiser, cond = guidance.bind(denoiser, schedule, cond)
+            denoiser, cond = guidance.bind(self.denoiser(), schedule, cond)
         extras = {}
         if trajectory_guess is not None:
             extras["trajectory_guess"] = trajectory_guess
