@@ -159,8 +159,9 @@ class _SpeculativeBase(Sampler):
         rand_device = generator.device if generator is not None else device
 
         while row_list:
-            rows = torch.tensor(row_list, dtype=torch.long, device=device)
+            # the active rows in ascending order (as row_list), found on the device: no host copy
             R = len(row_list)
+            rows = torch.argsort((k >= K).to(torch.int8), stable=True)[:R]
             ar = torch.arange(R, device=device)
             kr = k[rows]
             n = torch.clamp(next_det[kr] - kr, max=W)  # transitions drafted and verified
@@ -234,7 +235,7 @@ class _SpeculativeBase(Sampler):
                 idx = torch.minimum((new_k - kr)[:, None] + offsets[None, :W], n[:, None])
                 src[rows] = x0_hat[ar[:, None], idx]
             done = new_k >= K
-            final[rows[done]] = new_x[done]
+            final[rows] = torch.where(done.reshape(R, *ones), new_x, final[rows])  # no boolean-mask sync
 
             host = torch.cat([new_k, m, call.nonfinite.long().view(1)]).tolist()  # the round's one sync
             if host[-1]:
