@@ -43,7 +43,7 @@ from torch import Tensor
 
 from policy_sampler.control.real_time_chunking import RealTimeChunking, soft_mask
 from policy_sampler.control.temporal_ensembling import ensemble
-from policy_sampler.policy.observations import stack_observations
+from policy_sampler.policy.observations import flat_observation, stack_observations
 from policy_sampler.samplers import Sampler, make_sampler
 
 __all__ = ["ChunkRunner", "boundary_jerk"]
@@ -90,7 +90,10 @@ class ChunkRunner:
     'rtc' or 'ensemble'; ``warm_start``: Picard-family warm starts; ``fallback_steps``: DDIM steps of
     the fallback chunk (0: none); ``num_envs``: None for one env (``act`` takes one observation and
     returns ``[action_dim]``), else the number of envs stepped in lockstep (``act`` takes a sequence
-    of observations and returns ``[num_envs, action_dim]``); ``seed``: seeds every draw.
+    of observations and returns ``[num_envs, action_dim]``); ``num_candidates`` and ``selector``: sample
+    N candidate chunks per env in one batched call and let ``selector.choose(past_obs, past_actions,
+    candidates, rng)`` pick one (best-of-N under a learned reward,
+    :class:`~policy_sampler.preference.RewardSelector`); ``seed``: seeds every draw.
     """
 
     def __init__(
@@ -108,6 +111,8 @@ class ChunkRunner:
         warm_start: bool = False,
         fallback_steps: int = 4,
         num_inference_steps: int | None = None,
+        num_candidates: int = 1,
+        selector: Any = None,
         hold_action: Sequence[float] | None = None,
         num_envs: int | None = None,
         seed: int | None = None,
@@ -149,6 +154,14 @@ class ChunkRunner:
             policy.schedule_for(fallback_steps)
         policy.schedule_for(num_inference_steps)
         self.num_inference_steps = num_inference_steps
+        if not _is_int(num_candidates) or num_candidates < 1:
+            raise ValueError(f"num_candidates must be an int >= 1, got {num_candidates!r}")
+        if num_candidates > 1 and selector is None:
+            raise ValueError("num_candidates > 1 needs a selector (e.g. policy_sampler.preference.RewardSelector)")
+        if num_candidates > 1 and warm_start:
+            raise ValueError("warm_start cannot be combined with num_candidates > 1")
+        self.num_candidates = int(num_candidates)
+        self.selector = selector
         if num_envs is not None and (not _is_int(num_envs) or num_envs < 1):
             raise ValueError(f"num_envs must be None or a positive int, got {num_envs!r}")
         self.num_envs = num_envs
@@ -165,6 +178,7 @@ class ChunkRunner:
         (else the first tick waits for it within the budget, like any other)."""
         self._tick = 0
         self._history: list[deque] | None = None
+        self._episode_obs: list[list[np.ndarray]] | None = None
         self._current: _Chunk | None = None
         self._previous: _Chunk | None = None
         self._pending: tuple[int, Future] | None = None
@@ -179,6 +193,7 @@ class ChunkRunner:
             self._generator.manual_seed(int(self.seed))
         else:
             self._generator.seed()
+        self._select_rng = np.random.default_rng(self._generator.initial_seed())
         self._backup_generator = torch.Generator(device=self.policy.device)
         self._backup_generator.manual_seed(self._generator.initial_seed() ^ 0x5EED)
         self._latencies: list[float] = []
@@ -192,10 +207,10 @@ class ChunkRunner:
                             dropped_actions=0, dropped_chunks=0, early_stops=0)
         if obs is not None:
             self._observe(obs)
-            first = self._infer(0, stack_observations(self.policy.config.obs_keys, self._history),
-                                self._chunk_inputs(0))
+            first = self._infer(0, self._policy_obs(), self._chunk_inputs(0), past=self._past())
             self._adopt(first, 0)
             self._history = None  # act(obs) at tick 0 starts the history again with the same observation
+            self._episode_obs = None
 
     def close(self, wait: bool = False) -> None:
         """Stop the background threads; a chunk in flight finishes on its own unless ``wait``."""
@@ -237,9 +252,25 @@ class ChunkRunner:
         steps = self.policy.config.n_obs_steps
         if self._history is None:
             self._history = [deque([o] * steps, maxlen=steps) for o in batch]
+            self._episode_obs = [[flat_observation(o)] for o in batch]
         else:
-            for h, o in zip(self._history, batch):
+            for h, o, seen in zip(self._history, batch, self._episode_obs):
                 h.append(o)
+                seen.append(flat_observation(o))
+
+    def _policy_obs(self) -> dict[str, Tensor]:
+        """The observation histories, each repeated ``num_candidates`` times (rows b * N + n)."""
+        obs = stack_observations(self.policy.config.obs_keys, self._history)
+        if self.num_candidates > 1:
+            obs = {k: v.repeat_interleave(self.num_candidates, dim=0) for k, v in obs.items()}
+        return obs
+
+    def _past(self) -> tuple[list[np.ndarray], list[np.ndarray]] | None:
+        """Each env's observations and executed actions so far (what a selector scores)."""
+        if self.selector is None:
+            return None
+        acts = np.stack(self._executed, axis=1) if self._executed else np.zeros((len(self._history), 0, self.policy.config.action_dim), np.float32)
+        return [np.stack(o) for o in self._episode_obs], list(acts)
 
     def _remaining(self, tick: int) -> int:
         cur = self._current
@@ -262,22 +293,23 @@ class ChunkRunner:
 
     # ------------------------------------------------------------------ inference
     def _launch(self, tick: int, t0: float) -> None:
-        obs = stack_observations(self.policy.config.obs_keys, self._history)
+        obs = self._policy_obs()
         kwargs = self._chunk_inputs(tick)
+        kwargs_past = self._past()
         if self.inference_delay is not None:
-            self._scheduled = self._infer(tick, obs, kwargs)
+            self._scheduled = self._infer(tick, obs, kwargs, past=kwargs_past)
             return
         if self.sampler.anytime:
             due = t0 + self._remaining(tick) * self.period_s + 0.9 * self.budget_s
             kwargs["deadline"] = due
         if self._main is None:
             self._main = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-runner")
-        self._pending = (tick, self._main.submit(self._infer, tick, obs, kwargs))
+        self._pending = (tick, self._main.submit(self._infer, tick, obs, kwargs, False, kwargs_past))
 
     def _chunk_inputs(self, tick: int) -> dict[str, Any]:
         """Initial noise (and, with ``warm_start``, the shifted noise and path) and RTC guidance."""
         c = self.policy.config
-        shape = (len(self._history), c.horizon, c.action_dim)
+        shape = (len(self._history) * self.num_candidates, c.horizon, c.action_dim)
         device = self.policy.device
         kwargs: dict[str, Any] = {}
         prev = self._current
@@ -301,12 +333,13 @@ class ChunkRunner:
             frozen = c.n_obs_steps - 1 + self._lead()
             overlap = c.horizon - shift
             target = torch.zeros(shape, device=device)
-            target[:, :overlap] = prev.normalized[:, shift:]
+            target[:, :overlap] = prev.normalized[:, shift:].repeat_interleave(self.num_candidates, dim=0)
             weights = soft_mask(c.horizon, min(frozen, overlap), overlap)
             kwargs["guidance"] = RealTimeChunking(target, weights, self.rtc_max_guidance)
         return kwargs
 
-    def _infer(self, tick: int, obs: Mapping[str, Tensor], kwargs: dict[str, Any], fallback: bool = False) -> _Chunk:
+    def _infer(self, tick: int, obs: Mapping[str, Tensor], kwargs: dict[str, Any], fallback: bool = False,
+               past: tuple[list[np.ndarray], list[np.ndarray]] | None = None) -> _Chunk:
         c = self.policy.config
         start = time.perf_counter()
         if fallback:
@@ -315,8 +348,16 @@ class ChunkRunner:
         else:
             out = self.policy.predict_action(obs, sampler=self.sampler, generator=self._generator,
                                              num_inference_steps=self.num_inference_steps, **kwargs)
-        latency = time.perf_counter() - start
         chunk = out.chunk.detach().float()
+        if not fallback and self.num_candidates > 1:
+            # best-of-N: the selector picks one of each env's N candidates
+            n = self.num_candidates
+            candidates = chunk.view(-1, n, *chunk.shape[1:])
+            picks = self.selector.choose(past[0], past[1], candidates[:, :, c.n_obs_steps - 1:].cpu().numpy(),
+                                         self._select_rng)
+            rows = torch.arange(candidates.shape[0], device=chunk.device)
+            chunk = candidates[rows, torch.as_tensor(picks, device=chunk.device)]
+        latency = time.perf_counter() - start
         return _Chunk(
             start=tick, actions=chunk[:, c.n_obs_steps - 1:].cpu().numpy(),
             normalized=self.policy.normalizer.normalize("action", chunk),

@@ -1,0 +1,141 @@
+"""Choosing among N sampled action chunks with a learned reward (best-of-N under the posterior).
+
+At run time the policy samples N candidate chunks in one batched call; each candidate is scored by
+the learned trajectory reward w . phi applied to the episode so far followed by the candidate's
+*preview* (where the chunk would take the robot), normalized with the pool's stored constants.
+Modes: ``'mean'`` takes the argmax under the normalized posterior mean (for a reward linear in w this
+is also the argmax of the posterior expected reward); ``'thompson'`` draws one posterior sample per
+choice and takes its argmax; ``'soft'`` samples a candidate with probability proportional to
+exp(reward / temperature). With N = 1 the policy is unchanged.
+
+Previews are per task: ``PolicySampler/ObstacleReach-v0`` integrates the velocity commands
+(position += clip(a) * max_speed * dt, read from the env), and where the partial path has not yet
+passed the obstacle the ``side`` feature is the side the preview heads to (the sign of its last
+point's x relative to the obstacle's; 0 straight at it), so early chunks already carry the side preference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from policy_sampler.data.demos import canonical_task_id, make_env
+from policy_sampler.preference.features import FeatureNormalizer, feature_names, featurize
+from policy_sampler.serialization import atomic_write_bytes
+
+__all__ = ["RewardSelector", "SELECTION_MODES"]
+
+SELECTION_MODES = ("mean", "thompson", "soft")
+_OBSTACLE_REACH = "PolicySampler/ObstacleReach-v0"
+FORMAT = "policy_sampler.RewardSelector"
+
+
+@dataclass
+class _Partial:
+    observations: np.ndarray
+    actions: np.ndarray
+    info: dict
+
+
+class RewardSelector:
+    """Scores and picks candidate chunks; see the module docstring.
+
+    ``weights``: ``[d]`` (a weight vector) or ``[M, d]`` (posterior samples; their normalized mean is
+    the point estimate). ``normalizer``: the :class:`FeatureNormalizer` the weights were learned with.
+    """
+
+    def __init__(self, task_id: str, weights: Any, normalizer: FeatureNormalizer, mode: str = "mean",
+                 temperature: float = 1.0) -> None:
+        self.task = canonical_task_id(task_id)
+        if self.task != _OBSTACLE_REACH:
+            raise ValueError(f"no chunk preview for task {task_id!r}; reward selection supports {_OBSTACLE_REACH}")
+        samples = np.asarray(weights, dtype=np.float64)
+        samples = samples[None] if samples.ndim == 1 else samples
+        d = len(feature_names(self.task))
+        if samples.ndim != 2 or samples.shape[1] != d or not np.isfinite(samples).all():
+            raise ValueError(f"weights must be finite, [{d}] or [M, {d}] for {self.task}, got shape {samples.shape}")
+        if mode not in SELECTION_MODES:
+            raise ValueError(f"mode must be one of {SELECTION_MODES}, got {mode!r}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature!r}")
+        self.samples = samples
+        mean = samples.mean(0)
+        self.weights = mean / max(np.linalg.norm(mean), 1e-12)
+        self.normalizer = normalizer
+        self.mode = mode
+        self.temperature = float(temperature)
+        env = make_env(self.task)
+        self.dt = float(env.unwrapped.dt)
+        self.max_speed = float(env.unwrapped.max_speed)
+        env.close()
+
+    # ------------------------------------------------------------------ scoring
+    def preview(self, last_obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """Observations [L, 8] the chunk ``actions`` [L, 2] would lead to from ``last_obs``."""
+        vel = np.clip(actions, -1.0, 1.0) * self.max_speed
+        pos = last_obs[:2] + np.cumsum(vel * self.dt, axis=0)
+        rest = np.broadcast_to(last_obs[4:], (len(actions), last_obs.size - 4))
+        return np.concatenate([pos, vel, rest], axis=1)
+
+    def features(self, past_obs: np.ndarray, past_actions: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """Normalized features [N, d] of the episode so far (``past_obs`` [T + 1, 8]: every observation
+        including the current one; ``past_actions`` [T, 2]) followed by each candidate [N, L, 2]."""
+        partials = []
+        for chunk in candidates:
+            obs = np.concatenate([past_obs, self.preview(past_obs[-1], chunk)[:-1]])
+            acts = np.concatenate([past_actions.reshape(-1, chunk.shape[-1]), chunk])
+            partials.append(_Partial(obs, acts, {}))
+        raw = featurize(self.task, partials)
+        side = feature_names(self.task).index("side")
+        for k, chunk in enumerate(candidates):
+            if raw[k, side] == 0.0:  # not past the obstacle yet: the side the preview heads to
+                end = self.preview(past_obs[-1], chunk)[-1]
+                raw[k, side] = float(np.sign(end[0] - past_obs[-1][6]))
+        return self.normalizer.transform(raw)
+
+    def rewards(self, features: np.ndarray) -> np.ndarray:
+        return features @ self.weights
+
+    def choose(self, past_obs: Sequence[np.ndarray], past_actions: Sequence[np.ndarray], candidates: np.ndarray,
+               rng: np.random.Generator) -> np.ndarray:
+        """Index [B] of the chosen candidate per env; ``candidates`` [B, N, L, action_dim]."""
+        picks = []
+        for b in range(candidates.shape[0]):
+            phi = self.features(np.asarray(past_obs[b]), np.asarray(past_actions[b]), candidates[b])
+            if self.mode == "thompson":
+                w = self.samples[rng.integers(len(self.samples))]
+                picks.append(int(np.argmax(phi @ w)))
+            elif self.mode == "soft":
+                r = self.rewards(phi) / self.temperature
+                p = np.exp(r - r.max())
+                picks.append(int(rng.choice(len(p), p=p / p.sum())))
+            else:
+                picks.append(int(np.argmax(self.rewards(phi))))
+        return np.asarray(picks, dtype=np.int64)
+
+    # ------------------------------------------------------------------ files
+    def state_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "task": self.task, "weights": self.samples.tolist(),
+                "normalizer": self.normalizer.state_dict(), "mode": self.mode, "temperature": self.temperature}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        atomic_write_bytes(path, json.dumps(self.state_dict(), indent=1).encode())
+        return path
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any], **overrides: Any) -> "RewardSelector":
+        if not isinstance(state, Mapping) or state.get("format") != FORMAT:
+            raise ValueError(f"not a {FORMAT} file (format {state.get('format') if isinstance(state, Mapping) else None!r})")
+        args = dict(mode=state["mode"], temperature=state["temperature"])
+        args.update(overrides)
+        return cls(state["task"], state["weights"], FeatureNormalizer.from_state_dict(state["normalizer"]), **args)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, **overrides: Any) -> "RewardSelector":
+        return cls.from_state_dict(json.loads(Path(path).read_text()), **overrides)
