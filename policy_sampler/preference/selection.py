@@ -4,7 +4,11 @@ At run time the policy samples N candidate chunks in one batched call; each cand
 the learned trajectory reward w . phi applied to the episode so far followed by the candidate's
 *preview* (where the chunk would take the robot), normalized with the pool's stored constants.
 Modes: ``'mean'`` takes the argmax under the normalized posterior mean (for a reward linear in w this
-is also the argmax of the posterior expected reward); ``'thompson'`` draws one posterior sample per
+is also the argmax of the posterior expected reward), keeping only the components the posterior is
+sure of: a weight whose mean lies within ``min_confidence`` posterior standard deviations of zero is
+set to 0. A component the answers have not pinned down (its mean is noise) would otherwise steer
+every chunk the same way: a small learned weight on effort or distance makes every chosen chunk a
+slow one, and episodes time out; ``'thompson'`` draws one posterior sample per
 choice and takes its argmax; ``'soft'`` samples a candidate with probability proportional to
 exp(reward / temperature). With N = 1 the policy is unchanged.
 
@@ -50,7 +54,7 @@ class RewardSelector:
     """
 
     def __init__(self, task_id: str, weights: Any, normalizer: FeatureNormalizer, mode: str = "mean",
-                 temperature: float = 1.0) -> None:
+                 temperature: float = 1.0, min_confidence: float = 2.0) -> None:
         self.task = canonical_task_id(task_id)
         if self.task != _OBSTACLE_REACH:
             raise ValueError(f"no chunk preview for task {task_id!r}; reward selection supports {_OBSTACLE_REACH}")
@@ -63,8 +67,13 @@ class RewardSelector:
             raise ValueError(f"mode must be one of {SELECTION_MODES}, got {mode!r}")
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature!r}")
+        if not min_confidence >= 0:
+            raise ValueError(f"min_confidence must be >= 0, got {min_confidence!r}")
         self.samples = samples
-        mean = samples.mean(0)
+        self.min_confidence = float(min_confidence)
+        mean, std = samples.mean(0), samples.std(0)
+        sure = np.abs(mean) >= self.min_confidence * std
+        mean = np.where(sure, mean, 0.0)
         self.weights = mean / max(np.linalg.norm(mean), 1e-12)
         self.normalizer = normalizer
         self.mode = mode
@@ -121,7 +130,8 @@ class RewardSelector:
     # ------------------------------------------------------------------ files
     def state_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "task": self.task, "weights": self.samples.tolist(),
-                "normalizer": self.normalizer.state_dict(), "mode": self.mode, "temperature": self.temperature}
+                "normalizer": self.normalizer.state_dict(), "mode": self.mode, "temperature": self.temperature,
+                "min_confidence": self.min_confidence}
 
     def save(self, path: str | os.PathLike) -> Path:
         path = Path(path)
@@ -132,7 +142,8 @@ class RewardSelector:
     def from_state_dict(cls, state: Mapping[str, Any], **overrides: Any) -> "RewardSelector":
         if not isinstance(state, Mapping) or state.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} file (format {state.get('format') if isinstance(state, Mapping) else None!r})")
-        args = dict(mode=state["mode"], temperature=state["temperature"])
+        args = dict(mode=state["mode"], temperature=state["temperature"],
+                    min_confidence=state.get("min_confidence", 2.0))
         args.update(overrides)
         return cls(state["task"], state["weights"], FeatureNormalizer.from_state_dict(state["normalizer"]), **args)
 

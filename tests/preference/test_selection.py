@@ -136,3 +136,16 @@ def test_loop_resumes_from_saved_state_with_identical_results(tmp_path):
     assert len(whole.history) == 3
     with pytest.raises(ValueError, match="other learner options"):
         PreferenceLoop(features, None, tmp_path / "b.json", batch_size=5)
+
+
+def test_unsure_components_are_left_out():
+    """Posterior samples sure of the side weight but not of the effort weight: the point estimate
+    keeps only the side."""
+    rng = np.random.default_rng(0)
+    samples = np.zeros((400, len(NAMES)))
+    samples[:, NAMES.index("side")] = -0.8 + 0.05 * rng.standard_normal(400)
+    samples[:, NAMES.index("effort")] = -0.3 + 0.3 * rng.standard_normal(400)
+    selector = RewardSelector(TASK, samples, identity_normalizer())
+    np.testing.assert_allclose(selector.weights, unit(side=-1.0), atol=1e-12)
+    everything = RewardSelector(TASK, samples, identity_normalizer(), min_confidence=0.0)
+    assert everything.weights[NAMES.index("effort")] < -0.1
