@@ -28,12 +28,12 @@ share of episodes passing left (when the task reports ``side``).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
 import os
 import time
-import dataclasses
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -123,15 +123,21 @@ class SamplerSpec:
 
 
 def with_control(specs: Sequence[SamplerSpec], inference_delays: Sequence[int],
-                 smoothing: Sequence[str] = ("none",), warm_start: bool = False) -> list[SamplerSpec]:
+                 smoothing: Sequence[str] = ("none",), warm_start: bool = False,
+                 reward: str | None = None, num_candidates: int = 8) -> list[SamplerSpec]:
     """Each spec once per simulated inference delay (control ticks) and smoothing, run through
-    :class:`~policy_sampler.control.ChunkRunner`; labels like ``paradigms d=2 rtc``."""
+    :class:`~policy_sampler.control.ChunkRunner`; labels like ``paradigms d=2 rtc``. With ``reward``
+    (a file saved by :class:`~policy_sampler.preference.RewardSelector`), each chunk is the best of
+    ``num_candidates`` sampled ones under that reward (label suffix ``best-of-N``)."""
     out = []
     for spec in specs:
         for delay in inference_delays:
             for smooth in smoothing:
                 label = f"{spec.label} d={delay}" + ("" if smooth == "none" else f" {smooth}")
                 control = {"inference_delay": int(delay), "smoothing": str(smooth)}
+                if reward is not None:
+                    control.update(reward=str(reward), num_candidates=int(num_candidates))
+                    label += f" best-of-{num_candidates}"
                 if warm_start and spec.make().warm_start:
                     control["warm_start"] = True
                     label += " warm"
@@ -455,8 +461,13 @@ def _run_control(policy, sampler, spec: SamplerSpec, wave: list[int], hist: dict
     envs keep their last observation and their actions are ignored."""
     from policy_sampler.control import ChunkRunner
 
+    control = dict(spec.control)
+    if isinstance(control.get("reward"), (str, os.PathLike)):  # a saved RewardSelector (best-of-N)
+        from policy_sampler.preference.selection import RewardSelector
+
+        control["selector"] = RewardSelector.load(control.pop("reward"))
     runner = ChunkRunner(policy, sampler=sampler, num_envs=len(wave), seed=seed,
-                         num_inference_steps=spec.num_inference_steps, **spec.control)
+                         num_inference_steps=spec.num_inference_steps, **control)
     runner.reset([hist[i][-1] for i in wave])
     active = set(wave)
     while active:

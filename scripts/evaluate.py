@@ -141,10 +141,17 @@ def run(cfg: DictConfig) -> int:
     try:
         specs = load_sampler_specs(samplers, SAMPLER_CONFIGS, overrides, baselines=baselines)
         delays = _control_list(cfg, "inference_delays")
-        if delays:
+        reward = cfg.reward.file
+        if reward is not None:
+            reward = to_absolute_path(str(reward))
+            from policy_sampler.preference.selection import RewardSelector
+
+            RewardSelector.load(reward)  # a bad file fails before any rollout
+        if delays or reward is not None:
             smoothing = _control_list(cfg, "smoothing") or ["none"]
-            specs = with_control(specs, delays, smoothing, warm_start=bool(cfg.control.warm_start))
-    except ValueError as exc:
+            specs = with_control(specs, delays or [0], smoothing, warm_start=bool(cfg.control.warm_start),
+                                 reward=reward, num_candidates=int(cfg.reward.num_candidates))
+    except (ValueError, OSError) as exc:
         _fail(str(exc))
     device = str(cfg.device)
     launcher = _launcher(cfg)

@@ -131,6 +131,7 @@ def run(cfg: DictConfig) -> None:
             loop.run_until(q)
             selector = RewardSelector(task, loop.learner.posterior_samples().numpy(), normalizer,
                                       mode=str(evaluation.mode))
+            selector.save(out / f"seed{seed}" / f"reward_q{loop.n_answers}.json")  # for evaluate.py reward.file=
             row = evaluate_policy(policy, task, f"seed{seed} q{q}",
                                   {"num_candidates": int(evaluation.num_candidates), "selector": selector},
                                   n_eval, int(evaluation.seed), w_true, normalizer)

@@ -149,3 +149,14 @@ def test_unsure_components_are_left_out():
     np.testing.assert_allclose(selector.weights, unit(side=-1.0), atol=1e-12)
     everything = RewardSelector(TASK, samples, identity_normalizer(), min_confidence=0.0)
     assert everything.weights[NAMES.index("effort")] < -0.1
+
+
+def test_evaluate_with_a_saved_reward(policy, tmp_path):
+    """evaluate() rows with reward-chosen actions from a saved selector (what evaluate.py reward.file= runs)."""
+    from policy_sampler.evaluation import SamplerSpec, evaluate, with_control
+
+    path = RewardSelector(TASK, unit(side=-1.0), identity_normalizer()).save(tmp_path / "reward.json")
+    specs = with_control([SamplerSpec("ddpm", "ddpm")], [0], reward=str(path), num_candidates=4)
+    assert specs[0].label == "ddpm d=0 best-of-4" and specs[0].control["reward"] == str(path)
+    report = evaluate(policy, TASK, specs, n_episodes=2, seed=0, max_steps=16, videos=0)
+    assert all(e["length"] == 16 for e in report.reports[0].episodes)
