@@ -29,7 +29,7 @@ __all__ = ["PreferenceLearner", "alignment"]
 
 STATE_VERSION = 1
 DEFAULT_CANDIDATE_PAIRS = 1000
-_POSTERIOR_KEYS = ("prior", "sampler", "n_samples", "n_chains", "burn_in", "thin", "step", "prior_scale")
+_POSTERIOR_KEYS = ("prior", "sampler", "n_samples", "n_chains", "burn_in", "thin", "step", "prior_scale", "init")
 _PURPOSES = {"pairs": 0, "posterior": 1, "batch": 2}
 
 

@@ -10,7 +10,10 @@ p(w | D) is proportional to prior(w) * prod_i P(s_i | w, psi_i) (:class:`Respons
 
 Samplers (every chain runs ``burn_in + thin * ceil(n_samples / n_chains)`` steps, vectorized
 over chains and answers; the step size adapts per chain during burn-in only, so the kept states
-come from a fixed Markov kernel):
+come from a fixed Markov kernel). With many answers the posterior is narrow and chains started from
+the prior can spend the whole burn-in far from it; ``init="map"`` (the default) lets every prior draw
+climb the log-posterior by projected gradient ascent and starts every chain near the highest end
+point (the MAP); ``init="prior"`` starts them at the prior draws:
 
 - ``"mh"``: random-walk Metropolis-Hastings (any prior). On the sphere the proposal
   normalize(w + step * xi) is symmetric (it depends only on the angle), so the plain ratio holds.
@@ -32,6 +35,7 @@ __all__ = ["PRIORS", "SAMPLERS", "PosteriorSamples", "sample_posterior", "log_pr
 
 PRIORS: tuple[str, ...] = ("sphere", "ball", "gaussian")
 SAMPLERS: tuple[str, ...] = ("mh", "mala", "ula")
+INITS: tuple[str, ...] = ("map", "prior")
 _TARGET_ACCEPT = {"mh": 0.3, "mala": 0.57}
 _ADAPT_EVERY = 10
 
@@ -68,6 +72,32 @@ def _initial(prior: str, n_chains: int, d: int, prior_scale: float, generator: t
     return z
 
 
+def _project(w: torch.Tensor, prior: str) -> torch.Tensor:
+    if prior == "sphere":
+        return w / w.norm(dim=-1, keepdim=True)
+    if prior == "ball":
+        return w / w.norm(dim=-1, keepdim=True).clamp(min=1.0)
+    return w
+
+
+def _near_map(log_density: Callable[[torch.Tensor], torch.Tensor], w: torch.Tensor, prior: str, step: float,
+              generator: torch.Generator, iterations: int = 150) -> torch.Tensor:
+    """Chain starts around the MAP: every prior draw climbs the log-posterior by projected gradient
+    ascent (per-chain normalized steps, shrinking), the highest end point is taken as the MAP (a
+    chain stuck on a lower local maximum of the sphere would never leave it), and each chain starts
+    there plus ``step``-sized noise, projected back."""
+    x, lr = w.clone(), 0.2
+    for _ in range(iterations):
+        x = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(log_density(x).sum(), x)
+        with torch.no_grad():
+            x = _project(x + lr * grad / grad.norm(dim=-1, keepdim=True).clamp(min=1e-12), prior)
+        lr *= 0.97
+    x = x.detach()
+    best = x[log_density(x).argmax()]
+    return _project(best + step * torch.randn(w.shape, generator=generator, dtype=torch.float64), prior)
+
+
 def _adapt(step: torch.Tensor, accepted: torch.Tensor, target: float) -> torch.Tensor:
     """Robbins-Monro-style per-chain step update from the last window's acceptance rate."""
     return step * torch.exp(accepted / _ADAPT_EVERY - target)
@@ -87,6 +117,7 @@ def sample_posterior(
     thin: int = 10,
     step: float = 0.05,
     prior_scale: float = 1.0,
+    init: str = "map",
 ) -> PosteriorSamples:
     """Samples of p(w | answers) for answered queries ``psi`` [n, d] with ``choices`` [n]."""
     if prior not in PRIORS:
@@ -101,6 +132,8 @@ def sample_posterior(
     for name, value in (("step", step), ("prior_scale", prior_scale)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
     psi = psi.to(torch.float64)
     d = psi.shape[1]
 
@@ -108,6 +141,8 @@ def sample_posterior(
         return log_prior(w, prior, prior_scale) + response.log_likelihood(w, psi, choices)
 
     w = _initial(prior, n_chains, d, prior_scale, generator)
+    if init == "map" and psi.shape[0] > 0:
+        w = _near_map(log_density, w, prior, float(step), generator)
     per_chain = -(-n_samples // n_chains)
     run = _run_mh if sampler == "mh" else _run_langevin
     kept, acceptance = run(
