@@ -14,8 +14,9 @@ exp(reward / temperature). With N = 1 the policy is unchanged.
 
 Previews are per task: ``PolicySampler/ObstacleReach-v0`` integrates the velocity commands
 (position += clip(a) * max_speed * dt, read from the env), and where the partial path has not yet
-passed the obstacle the ``side`` feature is the side the preview heads to (the sign of its last
-point's x relative to the obstacle's; 0 straight at it), so early chunks already carry the side preference.
+passed the obstacle the ``side`` feature is the side the preview heads to: where the straight-line
+extension of the preview (its mean velocity, from its end point) crosses the obstacle's line, left
+(-1) or right (+1) of the obstacle (0 straight at it), so early chunks already carry the side preference.
 """
 
 from __future__ import annotations
@@ -103,9 +104,19 @@ class RewardSelector:
         side = feature_names(self.task).index("side")
         for k, chunk in enumerate(candidates):
             if raw[k, side] == 0.0:  # not past the obstacle yet: the side the preview heads to
-                end = self.preview(past_obs[-1], chunk)[-1]
-                raw[k, side] = float(np.sign(end[0] - past_obs[-1][6]))
+                raw[k, side] = self._heading_side(past_obs[-1], self.preview(past_obs[-1], chunk))
         return self.normalizer.transform(raw)
+
+    @staticmethod
+    def _heading_side(now: np.ndarray, path: np.ndarray) -> float:
+        """-1 / +1: the side of the obstacle where the preview's straight-line extension (its mean
+        velocity from its end) crosses the obstacle's line; the end point's side if it does not rise."""
+        obstacle = now[6:8]
+        end, velocity = path[-1, :2], (path[-1, :2] - now[:2]) / len(path)
+        x = end[0]
+        if velocity[1] > 1e-9 and end[1] < obstacle[1]:
+            x = end[0] + velocity[0] / velocity[1] * (obstacle[1] - end[1])
+        return float(np.sign(x - obstacle[0]))
 
     def rewards(self, features: np.ndarray) -> np.ndarray:
         return features @ self.weights
