@@ -22,9 +22,10 @@ from policy_sampler.study.app import create_app
 from policy_sampler.study.db import StudyDB
 from policy_sampler.study.pool import StudyPool, build_pool, expert_episodes
 from policy_sampler.study.session import ActiveBatches, BatchSource, FixedBatches, Study
+from policy_sampler.sweep.candidates import load_candidates
 
 MODES = ("active", "fixed")
-KNOWN_KEYS = {"": {"name", "task", "instructions", "pool", "video", "batches"}, "pool": {"seeds"},
+KNOWN_KEYS = {"": {"name", "task", "instructions", "pool", "video", "batches"}, "pool": {"seeds", "candidates"},
               "video": {"width", "height"}, "batches": {"mode", "method", "batch_size", "n_batches", "seed", "fixed"}}
 
 
@@ -50,6 +51,7 @@ class StudySettings:
     n_batches: int = 3
     seed: int = 0
     fixed_batches: list[list[list[int]]] | None = None
+    candidates: str | None = None  # a candidates.npz of policy rollouts (policy_sampler.sweep) instead of seeds
     width: int = 320
     height: int = 320
     instructions: str = ""
@@ -65,6 +67,14 @@ class StudySettings:
             return cfg[key]
 
         pool = dict(need("pool"))
+        candidates = pool.get("candidates")
+        if candidates is not None:
+            if pool.get("seeds") is not None:
+                raise ValueError("study config: give pool.seeds (scripted expert) or pool.candidates (policy rollouts), not both")
+            if not Path(str(candidates)).is_file():
+                raise ValueError(f"study config: pool.candidates {candidates!r} is not a file "
+                                 "(write one with scripts/preference_loop.py or policy_sampler.sweep.generate_candidates)")
+            pool["seeds"] = [int(e.seed) for e in load_candidates(str(candidates))]
         seeds = pool.get("seeds")
         if isinstance(seeds, dict):
             seeds = list(range(int(seeds.get("start", 0)), int(seeds.get("start", 0)) + int(seeds["count"])))
@@ -79,6 +89,7 @@ class StudySettings:
             mode=str(batches.get("mode", "active")), method=str(batches.get("method", "dpp")),
             batch_size=int(batches.get("batch_size", 4)), n_batches=int(batches.get("n_batches", 3)),
             seed=int(batches.get("seed", 0)), fixed_batches=batches.get("fixed"),
+            candidates=None if candidates is None else str(Path(str(candidates)).resolve()),
             width=int(video.get("width", 320)), height=int(video.get("height", 320)),
             instructions=str(cfg.get("instructions") or ""))
         if settings.mode not in MODES:
@@ -128,6 +139,8 @@ def prepare_study(
         progress("note: the study config changed since this database was created; stored batches stand")
     if annotators is None and stored is None:
         raise ValueError("annotators is required for a new study database")
+    if episodes is None and settings.candidates is not None:
+        episodes = load_candidates(settings.candidates)
     if episodes is None:
         episodes = expert_episodes(settings.task, settings.seeds)
     pool = build_pool(settings.task, episodes, cache_dir, settings.width, settings.height, progress)

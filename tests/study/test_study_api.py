@@ -151,3 +151,25 @@ def test_study_config_and_pool_errors(make_client, study_settings, tmp_path):
         make_client(annotators=None, db=tmp_path / "study.db", settings=study_settings(name="other"))
     with pytest.raises(ValueError, match="fixed_batches"):
         make_client(db=tmp_path / "new.db", settings=study_settings(fixed_batches=[[[0, 9]]]))
+
+
+def test_a_study_on_policy_rollouts(make_client, study_settings, tmp_path, bearer):
+    """pool.candidates: the pool is a candidates.npz of rollouts (here scripted ones written in that
+    format), replayed for the videos; its queries are served like any other."""
+    from policy_sampler.study import StudySettings
+    from policy_sampler.study.pool import expert_episodes
+    from policy_sampler.sweep.candidates import write_candidates
+
+    path = write_candidates(expert_episodes("PolicySampler/ObstacleReach-v0", [40, 41, 42, 43]), tmp_path / "candidates.npz")
+    cfg = {"name": "policy-test", "task": "PolicySampler/ObstacleReach-v0", "pool": {"candidates": str(path)},
+           "video": {"width": 32, "height": 32},
+           "batches": {"mode": "fixed", "batch_size": 2, "n_batches": 1, "fixed": [[[0, 1], [2, 3]]]}}
+    settings = StudySettings.from_config(cfg)
+    assert settings.seeds == [40, 41, 42, 43]
+    client, _, tokens = make_client(settings=settings, db=tmp_path / "policy.db")
+    query = client.get("/api/next", headers=bearer(tokens[0]))
+    assert query.status_code == 200 and query.json()["batch_size"] == 2
+    with pytest.raises(ValueError, match="not a file"):
+        StudySettings.from_config({**cfg, "pool": {"candidates": str(tmp_path / "missing.npz")}})
+    with pytest.raises(ValueError, match="not both"):
+        StudySettings.from_config({**cfg, "pool": {"candidates": str(path), "seeds": [1, 2]}})
