@@ -126,8 +126,21 @@ FAST_CONFIGS = [(16, True, 4000), (16, False, 4000), (2, True, 10000)]  # (dim, 
 FAST_IDS = ["d16-clip", "d16-noclip", "d2-clip"]
 
 
+class Guessed:
+    """A sampler whose first draft assumes a fixed (noise-independent) x0_guess: still exactly the
+    ddpm law."""
+
+    def __init__(self, sampler, value: float):
+        self.sampler, self.value = sampler, value
+
+    def sample(self, den, sch, x_T, generator=None):
+        return self.sampler.sample(den, sch, x_T, generator=generator, x0_guess=torch.full_like(x_T, self.value))
+
+
 def _fast_samplers(dim, clip):
     return {
+        "guessed-speculative-None": Guessed(make_sampler("speculative"), 0.7),
+        "guessed-picard-8": Guessed(make_sampler("speculative_picard", window=8), -0.5),
         "speculative-None": make_sampler("speculative"),
         "speculative-1": make_sampler("speculative", lookahead=1),
         "autospeculative-4": make_sampler("autospeculative", spec_len=4),

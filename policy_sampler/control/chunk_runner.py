@@ -87,7 +87,9 @@ class ChunkRunner:
     overrides it); ``n_action_steps``: actions executed per chunk (default: the policy's);
     ``inference_delay``: None (real time) or the simulated delay in ticks; ``num_inference_steps``:
     the sampler's schedule length (None: the policy's); ``smoothing``: 'none',
-    'rtc' or 'ensemble'; ``warm_start``: Picard-family warm starts; ``fallback_steps``: DDIM steps of
+    'rtc' or 'ensemble'; ``warm_start``: Picard-family warm starts; ``guess_from_previous``: exact
+    samplers draft their first window from the previous chunk shifted in time (legal: it ignores the
+    new chunk's noise, so the law is unchanged); ``fallback_steps``: DDIM steps of
     the fallback chunk (0: none); ``num_envs``: None for one env (``act`` takes one observation and
     returns ``[action_dim]``), else the number of envs stepped in lockstep (``act`` takes a sequence
     of observations and returns ``[num_envs, action_dim]``); ``num_candidates`` and ``selector``: sample
@@ -109,6 +111,7 @@ class ChunkRunner:
         rtc_max_guidance: float = 5.0,
         ensemble_decay: float = 0.01,
         warm_start: bool = False,
+        guess_from_previous: bool = True,
         fallback_steps: int = 4,
         num_inference_steps: int | None = None,
         num_candidates: int = 1,
@@ -147,6 +150,7 @@ class ChunkRunner:
             raise ValueError(f"warm_start needs a sampler that takes a trajectory guess (picard, paradigms), "
                              f"got {self.sampler.name!r}")
         self.warm_start = bool(warm_start)
+        self.guess_from_previous = bool(guess_from_previous) and self.sampler.draft_guess
         if not _is_int(fallback_steps) or fallback_steps < 0:
             raise ValueError(f"fallback_steps must be an int >= 0, got {fallback_steps!r}")
         self.fallback_steps = fallback_steps
@@ -329,6 +333,10 @@ class ChunkRunner:
             kwargs.update(x_T=x_T, noise=noise)
         else:
             kwargs["x_T"] = torch.randn(shape, generator=self._generator, device=device)
+        if self.guess_from_previous and prev is not None and shift < c.horizon:
+            # the exact samplers' first draft assumes the previous chunk, shifted (its tail repeated)
+            guess = torch.cat([prev.normalized[:, shift:], prev.normalized[:, -1:].expand(-1, shift, -1)], dim=1)
+            kwargs["x0_guess"] = guess.repeat_interleave(self.num_candidates, dim=0)
         if self.smoothing == "rtc" and prev is not None and shift < c.horizon:
             frozen = c.n_obs_steps - 1 + self._lead()
             overlap = c.horizon - shift

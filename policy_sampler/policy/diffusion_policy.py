@@ -237,6 +237,7 @@ class DiffusionPolicy(nn.Module):
         *,
         trajectory_guess: Tensor | None = None,
         deadline: float | None = None,
+        x0_guess: Tensor | None = None,
         guidance: Any = None,
         **sampler_options: Any,
     ) -> PolicyOutput:
@@ -249,7 +250,7 @@ class DiffusionPolicy(nn.Module):
         ``num_inference_steps``: run the sampler on a schedule with this many steps, built from the
         policy's training scheduler (e.g. 16 for a DDIM-16 baseline; this changes the sampled law);
         ``None`` uses the policy's own schedule (``config.num_inference_steps``).
-        ``trajectory_guess`` and ``deadline`` go to samplers that take them (warm start, anytime; see
+        ``trajectory_guess``, ``x0_guess`` and ``deadline`` go to samplers that take them (warm start, anytime; see
         :meth:`Sampler.sample`); both live in the normalized action space the sampler runs in.
         ``guidance``: an object with ``bind(denoiser, schedule, cond) -> (denoiser, cond)`` that steers
         the EMA U-Net (e.g. :class:`~policy_sampler.control.RealTimeChunking`'s inpainting), or None.
@@ -292,6 +293,8 @@ class DiffusionPolicy(nn.Module):
             extras["trajectory_guess"] = trajectory_guess
         if deadline is not None:
             extras["deadline"] = deadline
+        if x0_guess is not None:
+            extras["x0_guess"] = x0_guess
         result = chosen.sample(denoiser, schedule, x_T, cond=cond, noise=noise, generator=generator, **extras)
         chunk = self.normalizer.unnormalize("action", result.sample)
         actions = chunk[:, c.action_slice]

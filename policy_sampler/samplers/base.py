@@ -55,6 +55,8 @@ class Sampler(ABC):
     warm_start: ClassVar[bool] = False
     #: takes ``deadline``: returns its best iterate by then (``info['stopped_early']``)
     anytime: ClassVar[bool] = False
+    #: takes ``x0_guess``: a guess of the clean sample that seeds the first draft (exact samplers)
+    draft_guess: ClassVar[bool] = False
 
     def sample(
         self,
@@ -67,18 +69,22 @@ class Sampler(ABC):
         *,
         trajectory_guess: Tensor | None = None,
         deadline: float | None = None,
+        x0_guess: Tensor | None = None,
     ) -> SampleResult:
         """Sample ``x_0`` starting from ``x_T`` ([B, *event]); ``noise`` ([K, B, *event]) fixes each
         transition's standard normal draw, else they come from ``generator``.
 
         ``trajectory_guess`` ([K + 1, *x_T.shape], samplers with ``warm_start``): initial guesses of the
         states entering steps 1..K and of x_0 (entry 0 is ignored: that is ``x_T``), e.g. the previous
-        chunk's path shifted in time; it changes the work done, never the fixed point. ``deadline`` (a ``time.perf_counter()`` value; samplers with ``anytime``) makes the sampler stop
+        chunk's path shifted in time; it changes the work done, never the fixed point. ``x0_guess``
+        (shaped like ``x_T``, samplers with ``draft_guess``): the clean sample the first draft assumes,
+        e.g. the previous action chunk shifted in time; it must not depend on this call's noise, and
+        then the law is unchanged (any such draft is legal). ``deadline`` (a ``time.perf_counter()`` value; samplers with ``anytime``) makes the sampler stop
         before a round it predicts would end past it and return its best iterate."""
         if not isinstance(schedule, NoiseSchedule):
             raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
         check_inputs(schedule, x_T, cond, noise)
-        extras = self._check_extras(schedule, x_T, trajectory_guess, deadline)
+        extras = self._check_extras(schedule, x_T, trajectory_guess, deadline, x0_guess)
         work_dtype = working_dtype(x_T.dtype)
         if noise is None:
             noise = torch.randn(
@@ -86,16 +92,26 @@ class Sampler(ABC):
                 device=generator.device if generator is not None else x_T.device,
             ).to(x_T.device)
         call = DenoiserCall(denoiser, cond, x_T)
-        if "trajectory_guess" in extras:
-            extras["trajectory_guess"] = extras["trajectory_guess"].to(device=x_T.device, dtype=work_dtype)
+        for key in ("trajectory_guess", "x0_guess"):
+            if key in extras:
+                extras[key] = extras[key].to(device=x_T.device, dtype=work_dtype)
         result = self._sample(call, schedule, x_T.to(work_dtype), noise.to(work_dtype), generator, **extras)
         call.raise_if_nonfinite()
         result.sample = result.sample.to(x_T.dtype)
         return result
 
     def _check_extras(self, schedule: NoiseSchedule, x_T: Tensor, guess: Tensor | None,
-                      deadline: float | None) -> dict[str, Any]:
+                      deadline: float | None, x0_guess: Tensor | None) -> dict[str, Any]:
         extras: dict[str, Any] = {}
+        if x0_guess is not None:
+            if not self.draft_guess:
+                raise ValueError(f"sampler {self.name!r} takes no x0_guess")
+            if not isinstance(x0_guess, Tensor) or tuple(x0_guess.shape) != tuple(x_T.shape):
+                shape = tuple(x0_guess.shape) if isinstance(x0_guess, Tensor) else type(x0_guess).__name__
+                raise ValueError(f"x0_guess must have the shape of x_T {tuple(x_T.shape)}, got {shape}")
+            if not bool(torch.isfinite(x0_guess).all()):
+                raise ValueError("x0_guess contains NaN or inf")
+            extras["x0_guess"] = x0_guess
         if guess is not None:
             if not self.warm_start:
                 raise ValueError(f"sampler {self.name!r} takes no trajectory_guess (no warm start)")

@@ -18,7 +18,8 @@ Every round, for each batch row at committed step k with state x:
 4. **Anchor** (delayed): the next anchor is the target's clean prediction at the parent of the new
    root (at the rejected step's input), or at the leaf, both from the verifying call. The first
    round drafts with A = 0 (a constant is a legal draft; at alpha_bar ~ 0 the clean prediction is
-   near the data mean anyway), which saves a warm-up call.
+   near the data mean anyway), which saves a warm-up call, or with the caller's ``x0_guess`` (in a
+   control loop, the previous chunk shifted in time), equally legal as it ignores this call's noise.
 
 By induction over verified steps each committed transition is an exact draw of the target kernel
 given the committed past (every draft mean depends only on the noise of earlier steps and on
@@ -89,6 +90,7 @@ class _SpeculativeBase(Sampler):
     """The shared round loop; subclasses choose the window, the draft and whether it is refined."""
 
     exact = True
+    draft_guess = True
     refine: bool = False  # True: Picard-refined sliding window (speculative_picard)
     coupling = staticmethod(reflection_coupling)  # test suites swap in wrong couplings here
     draft: str = "frozen"
@@ -102,7 +104,7 @@ class _SpeculativeBase(Sampler):
         return schedule.ddpm_chain()
 
     def _sample(self, call: DenoiserCall, schedule: NoiseSchedule, x_T: Tensor, noise: Tensor,
-                generator: torch.Generator | None) -> SampleResult:
+                generator: torch.Generator | None, x0_guess: Tensor | None = None) -> SampleResult:
         chain = self._chain(schedule)
         K = chain.num_steps
         if not bool((chain.sigma > 0).any()):
@@ -145,8 +147,10 @@ class _SpeculativeBase(Sampler):
 
         x = x_T.clone()
         k = torch.zeros(B, dtype=torch.long, device=device)
-        anchor = torch.zeros_like(x_T)
-        src = torch.zeros((B, W, *x_T.shape[1:]), dtype=dtype, device=device) if self.refine else None
+        # the first draft's clean prediction: 0, or the caller's guess (independent of this noise, so
+        # legal); as the Gaussian-local draft's source C = tau * guess (the prior mean is the guess)
+        anchor = torch.zeros_like(x_T) if x0_guess is None else x0_guess * (tau or 1.0)
+        src = anchor.unsqueeze(1).repeat(1, W, *ones) if self.refine else None
         final = x_T.clone()
         finish = torch.zeros(B, dtype=torch.long)
         offsets = torch.arange(W + 1, device=device)

@@ -190,3 +190,24 @@ def test_boundary_jerk_separates_switch_ticks():
 def test_bad_settings_raise(policy, kwargs, match):
     with pytest.raises(ValueError, match=match):
         ChunkRunner(policy, **kwargs)
+
+
+def test_exact_samplers_draft_from_the_previous_chunk(policy, monkeypatch):
+    """guess_from_previous hands speculative samplers the previous chunk shifted by the ticks between."""
+    seen = []
+    real = policy.predict_action
+
+    def spy(obs, **kwargs):
+        seen.append(kwargs.get("x0_guess"))
+        return real(obs, **kwargs)
+
+    monkeypatch.setattr(policy, "predict_action", spy)
+    runner = ChunkRunner(policy, sampler="speculative_picard", inference_delay=0, seed=0)
+    runner.reset(observation(0))
+    first = runner._current
+    for k in range(9):
+        runner.act(observation(k))
+    assert seen[0] is None and seen[1] is not None
+    torch.testing.assert_close(seen[1][:, :8], first.normalized[:, 8:])
+    torch.testing.assert_close(seen[1][:, 8:], first.normalized[:, -1:].expand(-1, 8, -1))
+    assert not ChunkRunner(policy, sampler="ddpm").guess_from_previous
