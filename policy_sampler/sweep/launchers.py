@@ -175,7 +175,10 @@ class RayLauncher(Launcher):
                 yield unit, record, arrays
         finally:
             for ref in pending:
-                ray.cancel(ref)  # a running unit gets KeyboardInterrupt; its worker stays for the next sweep
+                # force: a running unit's worker process is killed (Ray starts a fresh one). A plain
+                # cancel raises KeyboardInterrupt wherever the unit is, even inside an import, which
+                # can leave that worker's modules half-initialized for every later unit it runs.
+                ray.cancel(ref, force=True)
 
     def close(self) -> None:
         if self._owned:
