@@ -106,22 +106,12 @@ class Sampler(ABC):
         if x0_guess is not None:
             if not self.draft_guess:
                 raise ValueError(f"sampler {self.name!r} takes no x0_guess")
-            if not isinstance(x0_guess, Tensor) or tuple(x0_guess.shape) != tuple(x_T.shape):
-                shape = tuple(x0_guess.shape) if isinstance(x0_guess, Tensor) else type(x0_guess).__name__
-                raise ValueError(f"x0_guess must have the shape of x_T {tuple(x_T.shape)}, got {shape}")
-            if not bool(torch.isfinite(x0_guess).all()):
-                raise ValueError("x0_guess contains NaN or inf")
-            extras["x0_guess"] = x0_guess
+            extras["x0_guess"] = _checked_tensor("x0_guess", x0_guess, tuple(x_T.shape), "the shape of x_T")
         if guess is not None:
             if not self.warm_start:
                 raise ValueError(f"sampler {self.name!r} takes no trajectory_guess (no warm start)")
             expected = (schedule.num_steps + 1, *x_T.shape)
-            if not isinstance(guess, Tensor) or tuple(guess.shape) != expected:
-                shape = tuple(guess.shape) if isinstance(guess, Tensor) else type(guess).__name__
-                raise ValueError(f"trajectory_guess must have shape [K + 1, *x_T.shape] = {expected}, got {shape}")
-            if not bool(torch.isfinite(guess).all()):
-                raise ValueError("trajectory_guess contains NaN or inf")
-            extras["trajectory_guess"] = guess
+            extras["trajectory_guess"] = _checked_tensor("trajectory_guess", guess, expected, "shape [K + 1, *x_T.shape] =")
         if deadline is not None:
             if not self.anytime:
                 raise ValueError(f"sampler {self.name!r} cannot stop at a deadline (not an anytime sampler)")
@@ -144,6 +134,16 @@ class Sampler(ABC):
     def __repr__(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{self.name}({options})"
+
+
+def _checked_tensor(name: str, value: Any, expected: tuple[int, ...], what: str) -> Tensor:
+    """``value`` if it is a finite tensor of shape ``expected``, else a ``ValueError`` naming ``name``."""
+    if not isinstance(value, Tensor) or tuple(value.shape) != expected:
+        shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        raise ValueError(f"{name} must have {what} {expected}, got {shape}")
+    if not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{name} contains NaN or inf")
+    return value
 
 
 def working_dtype(dtype: torch.dtype) -> torch.dtype:
