@@ -29,7 +29,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import torch
@@ -39,10 +39,12 @@ from torch import Tensor, nn
 from policy_sampler.models.conditional_unet1d import ConditionalUnet1D, ConditionalUnet1DDenoiser
 from policy_sampler.policy.config import DiffusionPolicyConfig
 from policy_sampler.policy.normalizer import Normalizer
-from policy_sampler.runtime import DenoiserRuntime
 from policy_sampler.samplers import Sampler, make_sampler
 from policy_sampler.schedule import NoiseSchedule
 from policy_sampler.serialization import jsonable
+
+if TYPE_CHECKING:  # the runtime imports torch._dynamo (about 1 s): only when a runtime is set
+    from policy_sampler.runtime import DenoiserRuntime
 
 __all__ = ["CHECKPOINT_FORMAT", "DiffusionPolicy", "PolicyOutput"]
 
@@ -102,6 +104,8 @@ class DiffusionPolicy(nn.Module):
         :class:`~policy_sampler.runtime.DenoiserRuntime` (``mode`` 'eager', 'compile' or 'cuda_graph';
         ``options`` as its keyword arguments) wrapping the EMA U-Net on the policy's current device;
         ``mode=None`` removes it. Call it again after moving the policy to another device."""
+        from policy_sampler.runtime import DenoiserRuntime
+
         runtime = None if mode is None else DenoiserRuntime(self.denoiser(), mode=mode, **options)
         self.__dict__["_runtime"] = runtime
         self.__dict__["_runtime_device"] = self.device
