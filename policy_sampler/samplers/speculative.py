@@ -78,6 +78,12 @@ def _optional_positive(name: str, value: Any) -> int | None:
     return value
 
 
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def _prior_precision(value: Any) -> float | None:
     if value is None:
         return None
@@ -96,6 +102,7 @@ class _SpeculativeBase(Sampler):
     draft: str = "frozen"
     draft_denoiser: Callable | None = None
     prior_precision: float | None = None  # None: frozen x0_hat; else the Gaussian-local draft
+    trim_window: bool = False  # True: each round's window shrinks to what the active rows can use
 
     def _window(self, schedule: NoiseSchedule) -> int:
         raise NotImplementedError
@@ -163,14 +170,18 @@ class _SpeculativeBase(Sampler):
         rand_device = generator.device if generator is not None else device
 
         while row_list:
+            # the window this round: W, or (trim_window) the longest any active row can use, from the
+            # host copy of the steps (no extra sync); fewer rows per call near the end of the chain
+            Wn = min(W, max(1, *(nxt[k_host[r]] - k_host[r] for r in row_list))) if self.trim_window else W
+            offs = offsets[: Wn + 1]
             # the active rows in ascending order (as row_list), found on the device: no host copy
             R = len(row_list)
             rows = torch.argsort((k >= K).to(torch.int8), stable=True)[:R]
             ar = torch.arange(R, device=device)
             kr = k[rows]
             n = torch.clamp(next_det[kr] - kr, max=W)  # transitions drafted and verified
-            kc = (kr[:, None] + offsets).clamp(max=K - 1)  # [R, W+1] step of each window state
-            steps = kc[:, :W]
+            kc = (kr[:, None] + offs).clamp(max=K - 1)  # [R, Wn+1] step of each window state
+            steps = kc[:, :Wn]
             z = noise_rows[rows[:, None], steps]  # [R, W, *E]
             sig = coef("sigma", steps)
             x_root = x[rows]
@@ -179,7 +190,7 @@ class _SpeculativeBase(Sampler):
                 n_max = max(min(nxt[kk] - kk, W) for kk in (k_host[r] for r in row_list))
                 cond = call.cond.index_select(0, rows) if call.cond is not None else None
                 states, means = [x_root], []
-                for j in range(W):
+                for j in range(Wn):
                     xj = states[-1]
                     if j < n_max:
                         out_d = self.draft_denoiser(xj.to(call.model_dtype), tab["timesteps"][steps[:, j]], cond)
@@ -196,7 +207,7 @@ class _SpeculativeBase(Sampler):
                 xs = torch.stack(states, 1)
                 ps = torch.stack(means, 1)
             else:
-                source = src[rows] if self.refine else anchor[rows].unsqueeze(1)
+                source = src[rows][:, :Wn] if self.refine else anchor[rows].unsqueeze(1)
                 if tau is None:
                     shift, lam = coef("d0", steps) * source, coef("d1", steps)
                 else:
@@ -204,30 +215,30 @@ class _SpeculativeBase(Sampler):
                     lam = coef("d1", steps) + coef("d0", steps) * coef("g_h", steps) * coef("g_w", steps)
                 u = shift + sig * z
                 rolled = torch.cat([x_root.unsqueeze(1), recurrence.solve(x_root, kr, u)], 1)
-                ps = shift + lam * rolled[:, :W]
+                ps = shift + lam * rolled[:, :Wn]
                 # Each drafted state is exactly its mean plus its step's noise (the coupling's premise);
                 # the means come from the one-shot roll-out, a function of earlier noise only.
                 xs = torch.cat([x_root.unsqueeze(1), ps + sig * z], 1)
 
             leaf = xs[ar, n]
-            inside = (offsets[None, :] <= n[:, None]).reshape(R, W + 1, *ones)
+            inside = (offs[None, :] <= n[:, None]).reshape(R, Wn + 1, *ones)
             xs = torch.where(inside, xs, leaf.unsqueeze(1))  # pad past the window with the leaf
 
-            out = call(xs.flatten(0, 1), tab["timesteps"][kc].flatten(), rows.repeat_interleave(W + 1))
+            out = call(xs.flatten(0, 1), tab["timesteps"][kc].flatten(), rows.repeat_interleave(Wn + 1))
             mean, x0_hat = chain.mean(out.view_as(xs), xs, kc)
             if tau is not None and self.draft != "independent":
                 x0_hat = x0_hat * coef("g_prec", kc) - coef("g_h", kc) * xs  # the source C of each state
 
-            uniforms = torch.rand((R, W), generator=generator, dtype=torch.float64, device=rand_device)
-            res = self.coupling(xs[:, 1:], ps, mean[:, :W], sigma_tab[steps], z, uniforms.to(device), ed)
-            rejected = (offsets[None, :W] < n[:, None]) & ~res.accepted
+            uniforms = torch.rand((R, Wn), generator=generator, dtype=torch.float64, device=rand_device)
+            res = self.coupling(xs[:, 1:], ps, mean[:, :Wn], sigma_tab[steps], z, uniforms.to(device), ed)
+            rejected = (offs[None, :Wn] < n[:, None]) & ~res.accepted
             has_rej = rejected.any(1)
             m = torch.where(has_rej, rejected.int().argmax(1), n)  # accepted drafted transitions
 
             kl = kr + n
             leaf_det = (kl < K) & (sigma_tab[kl.clamp(max=K - 1)] == 0)
             pick = has_rej.reshape(R, *ones)
-            new_x = torch.where(pick, res.sample[ar, m.clamp(max=W - 1)],
+            new_x = torch.where(pick, res.sample[ar, m.clamp(max=Wn - 1)],
                                 torch.where(leaf_det.reshape(R, *ones), mean[ar, n], leaf))
             new_k = torch.where(has_rej, kr + m + 1, torch.where(leaf_det, kl + 1, kl))
             x[rows] = new_x
@@ -304,14 +315,19 @@ class SpeculativePicardSampler(_SpeculativeBase):
     per window, int >= 1, or None: to the end) and ``prior_precision`` (as for ``speculative``; the
     default 10 suits data normalized to [-1, 1], as a DiffusionPolicy's actions are, and measured
     fewer rounds than the frozen draft (None) on the mixture, a random and a trained U-Net).
+    ``trim_window``: each round's window (and so the rows of its call) shrinks to the longest one an
+    active row can still use, instead of a fixed shape padded with the leaf: fewer rows per call near
+    the end of the chain (a compiled or graphed denoiser then sees several row counts; use buckets).
     Exact, like ``speculative``, for any setting."""
 
     name = "speculative_picard"
     refine = True
 
-    def __init__(self, window: int | None = None, prior_precision: float | None = 10.0) -> None:
+    def __init__(self, window: int | None = None, prior_precision: float | None = 10.0,
+                 trim_window: bool = False) -> None:
         self.window = _optional_positive("window", window)
         self.prior_precision = _prior_precision(prior_precision)
+        self.trim_window = _flag("trim_window", trim_window)
 
     def _window(self, schedule: NoiseSchedule) -> int:
         K = schedule.num_steps
