@@ -142,6 +142,7 @@ def _fast_samplers(dim, clip):
         "guessed-speculative-None": Guessed(make_sampler("speculative"), 0.7),
         "guessed-picard-8": Guessed(make_sampler("speculative_picard", window=8), -0.5),
         "trimmed-picard-None": make_sampler("speculative_picard", trim_window=True),
+        "trimmed-tau30-picard-None": make_sampler("speculative_picard", prior_precision=30.0, trim_window=True),
         "trimmed-guessed-picard-8": Guessed(make_sampler("speculative_picard", window=8, trim_window=True), 0.3),
         "speculative-None": make_sampler("speculative"),
         "speculative-1": make_sampler("speculative", lookahead=1),
