@@ -478,7 +478,8 @@ def _run_control(policy, sampler, spec: SamplerSpec, wave: list[int], hist: dict
     stats = runner.stats()
     for i in wave:
         recs[i]["chunks"] = stats["chunks"]
-    chunks.extend({**c, "mean_accepted_length": None,
+    chunks.extend({"batch": c["batch"], "latency_s": c["latency_s"], "rounds": c["rounds"], "nfe": c["nfe"],
+                   "mean_accepted_length": None,
                    "num_inference_steps": spec.num_inference_steps or policy.schedule.num_steps}
                   for c in runner.chunk_log)
     return stats

@@ -190,7 +190,6 @@ class ChunkRunner:
         self._backup_chunk: _Chunk | None = None
         self._backup_pending: Future | None = None
         self._missed_current = False
-        self._last_action: np.ndarray | None = None
         self._last_act_time: float | None = None
         self._generator = torch.Generator(device=self.policy.device)
         if self.seed is not None:
@@ -200,11 +199,9 @@ class ChunkRunner:
         self._select_rng = np.random.default_rng(self._generator.initial_seed())
         self._backup_generator = torch.Generator(device=self.policy.device)
         self._backup_generator.manual_seed(self._generator.initial_seed() ^ 0x5EED)
-        self._latencies: list[float] = []
-        self.chunk_log: list[dict[str, Any]] = []  # per adopted or dropped chunk: batch, latency_s, rounds, nfe
-        self._latency_needs: list[float] = []
+        # per adopted or dropped chunk: batch, latency_s, rounds, nfe, stopped_early
+        self.chunk_log: list[dict[str, Any]] = []
         self._act_latencies: list[float] = []
-        self._rounds: list[int] = []
         self._executed: list[np.ndarray] = []
         self._switch_ticks: list[int] = []
         self._counts = dict(chunks=0, misses=0, fallbacks=0, fallback_rest=0, fallback_ddim=0, holds=0,
@@ -243,7 +240,6 @@ class ChunkRunner:
             self._launch(tick, t0)
             self._collect(tick)
         action = self._action_for(tick, t0)
-        self._last_action = action
         self._executed.append(action)
         self._tick += 1
         self._act_latencies.append(time.perf_counter() - t0)
@@ -256,10 +252,13 @@ class ChunkRunner:
         steps = self.policy.config.n_obs_steps
         if self._history is None:
             self._history = [deque([o] * steps, maxlen=steps) for o in batch]
-            self._episode_obs = [[flat_observation(o)] for o in batch]
         else:
-            for h, o, seen in zip(self._history, batch, self._episode_obs):
+            for h, o in zip(self._history, batch):
                 h.append(o)
+        if self.selector is not None:  # the whole episode, for the selector's scores
+            if self._episode_obs is None:
+                self._episode_obs = [[] for _ in batch]
+            for seen, o in zip(self._episode_obs, batch):
                 seen.append(flat_observation(o))
 
     def _policy_obs(self) -> dict[str, Tensor]:
@@ -289,9 +288,9 @@ class ChunkRunner:
         1.5 times its latency, so the lead grows until anytime samplers can converge)."""
         if self.inference_delay is not None:
             return self.inference_delay
-        if not self._latencies:
+        if not self.chunk_log:
             return self.n_action_steps  # unknown yet: start at once
-        recent = sorted(self._latency_needs[-20:])
+        recent = sorted(c["latency_s"] * (1.5 if c["stopped_early"] else 1.0) for c in self.chunk_log[-20:])
         slow = recent[min(len(recent) - 1, int(0.9 * len(recent)))]
         return max(1, min(self.n_action_steps, math.ceil(slow / self.period_s)))
 
@@ -327,15 +326,13 @@ class ChunkRunner:
                 x_T[:, :keep] = prev.x_T[:, shift:]
                 noise[:, :, :keep] = prev.noise[:, :, shift:]
                 if prev.trajectory is not None:
-                    guess = prev.trajectory[:, :, shift:]
-                    pad = guess[:, :, -1:].expand(-1, -1, shift, -1)
-                    kwargs["trajectory_guess"] = torch.cat([guess, pad], dim=2)
+                    kwargs["trajectory_guess"] = _shift_in_time(prev.trajectory, shift, dim=2)
             kwargs.update(x_T=x_T, noise=noise)
         else:
             kwargs["x_T"] = torch.randn(shape, generator=self._generator, device=device)
         if self.guess_from_previous and prev is not None and shift < c.horizon:
             # the exact samplers' first draft assumes the previous chunk, shifted (its tail repeated)
-            guess = torch.cat([prev.normalized[:, shift:], prev.normalized[:, -1:].expand(-1, shift, -1)], dim=1)
+            guess = _shift_in_time(prev.normalized, shift, dim=1)
             kwargs["x0_guess"] = guess.repeat_interleave(self.num_candidates, dim=0)
         if self.smoothing == "rtc" and prev is not None and shift < c.horizon:
             frozen = c.n_obs_steps - 1 + self._lead()
@@ -390,11 +387,8 @@ class ChunkRunner:
             self._backup_pending = None
 
     def _adopt(self, chunk: _Chunk, tick: int) -> None:
-        self._latencies.append(chunk.latency_s)
         self.chunk_log.append({"batch": chunk.actions.shape[0], "latency_s": chunk.latency_s,
-                               "rounds": chunk.rounds, "nfe": chunk.nfe})
-        self._latency_needs.append(chunk.latency_s * (1.5 if chunk.stopped_early else 1.0))
-        self._rounds.append(chunk.rounds)
+                               "rounds": chunk.rounds, "nfe": chunk.nfe, "stopped_early": chunk.stopped_early})
         self._counts["early_stops"] += int(chunk.stopped_early)
         if not chunk.covers(tick):
             self._counts["dropped_chunks"] += 1  # every action of it is already past
@@ -463,8 +457,8 @@ class ChunkRunner:
         self._backup_pending = self._backup.submit(self._infer, tick, obs, {}, True)
 
     def _hold(self) -> np.ndarray:
-        if self._last_action is not None:
-            return self._last_action
+        if self._executed:
+            return self._executed[-1]
         b = len(self._history)
         hold = self.hold_action if self.hold_action is not None else np.zeros(self.policy.config.action_dim, np.float32)
         return np.repeat(hold[None], b, axis=0)
@@ -476,7 +470,7 @@ class ChunkRunner:
         ``holds``), ``latency_p50_s``/``latency_p99_s`` (per chunk), ``act_latency_max_s``,
         ``rounds_mean``, ``dropped_actions``, ``early_stops`` and the jerk of the executed actions at
         chunk boundaries and elsewhere (:func:`boundary_jerk`)."""
-        lat = np.asarray(self._latencies)
+        lat = np.asarray([c["latency_s"] for c in self.chunk_log])
         act = np.asarray(self._act_latencies)
         boundary, interior = boundary_jerk(np.asarray(self._executed), self._switch_ticks[1:]) if self._executed else (None, None)
         out: dict[str, Any] = dict(self._counts)
@@ -486,7 +480,7 @@ class ChunkRunner:
             latency_p99_s=float(np.percentile(lat, 99)) if lat.size else None,
             act_latency_p99_s=float(np.percentile(act, 99)) if act.size else None,
             act_latency_max_s=float(act.max()) if act.size else None,
-            rounds_mean=float(np.mean(self._rounds)) if self._rounds else None,
+            rounds_mean=float(np.mean([c["rounds"] for c in self.chunk_log])) if self.chunk_log else None,
             boundary_jerk=boundary, interior_jerk=interior,
         )
         return out
@@ -504,6 +498,15 @@ def boundary_jerk(actions: np.ndarray, switch_ticks: Sequence[int]) -> tuple[flo
     b = float(second[at_switch].mean()) if at_switch.any() else None
     i = float(second[~at_switch].mean()) if (~at_switch).any() else None
     return b, i
+
+
+def _shift_in_time(x: Tensor, shift: int, dim: int) -> Tensor:
+    """``x`` moved ``shift`` positions earlier along ``dim`` (the chunk's time axis), its last
+    position repeated to fill the tail."""
+    kept = x.narrow(dim, shift, x.shape[dim] - shift)
+    shape = [-1] * x.ndim
+    shape[dim] = shift
+    return torch.cat([kept, kept.narrow(dim, kept.shape[dim] - 1, 1).expand(*shape)], dim=dim)
 
 
 def _is_int(value: Any) -> bool:

@@ -292,14 +292,8 @@ class DiffusionPolicy(nn.Module):
         denoiser = self.sampling_denoiser()
         if guidance is not None:
             denoiser, cond = guidance.bind(self.denoiser(), schedule, cond)
-        extras = {}
-        if trajectory_guess is not None:
-            extras["trajectory_guess"] = trajectory_guess
-        if deadline is not None:
-            extras["deadline"] = deadline
-        if x0_guess is not None:
-            extras["x0_guess"] = x0_guess
-        result = chosen.sample(denoiser, schedule, x_T, cond=cond, noise=noise, generator=generator, **extras)
+        result = chosen.sample(denoiser, schedule, x_T, cond=cond, noise=noise, generator=generator,
+                               trajectory_guess=trajectory_guess, deadline=deadline, x0_guess=x0_guess)
         chunk = self.normalizer.unnormalize("action", result.sample)
         actions = chunk[:, c.action_slice]
         info = dict(result.info)

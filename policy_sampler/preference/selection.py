@@ -95,16 +95,15 @@ class RewardSelector:
     def features(self, past_obs: np.ndarray, past_actions: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """Normalized features [N, d] of the episode so far (``past_obs`` [T + 1, 8]: every observation
         including the current one; ``past_actions`` [T, 2]) followed by each candidate [N, L, 2]."""
-        partials = []
-        for chunk in candidates:
-            obs = np.concatenate([past_obs, self.preview(past_obs[-1], chunk)[:-1]])
-            acts = np.concatenate([past_actions.reshape(-1, chunk.shape[-1]), chunk])
-            partials.append(_Partial(obs, acts, {}))
+        previews = [self.preview(past_obs[-1], chunk) for chunk in candidates]
+        partials = [_Partial(np.concatenate([past_obs, path[:-1]]),
+                             np.concatenate([past_actions.reshape(-1, chunk.shape[-1]), chunk]), {})
+                    for path, chunk in zip(previews, candidates)]
         raw = featurize(self.task, partials)
         side = feature_names(self.task).index("side")
-        for k, chunk in enumerate(candidates):
+        for k, path in enumerate(previews):
             if raw[k, side] == 0.0:  # not past the obstacle yet: the side the preview heads to
-                raw[k, side] = self._heading_side(past_obs[-1], self.preview(past_obs[-1], chunk))
+                raw[k, side] = self._heading_side(past_obs[-1], path)
         return self.normalizer.transform(raw)
 
     @staticmethod
