@@ -38,6 +38,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from policy_sampler.models.denoiser import NetworkDenoiser
+
 __all__ = [
     "ConditionalUnet1D",
     "ConditionalUnet1DConfig",
@@ -344,27 +346,11 @@ class ConditionalUnet1D(nn.Module):
         return x.transpose(1, 2)
 
 
-class ConditionalUnet1DDenoiser:
+class ConditionalUnet1DDenoiser(NetworkDenoiser):
     """A :class:`ConditionalUnet1D` as the samplers' denoiser: ``(x [N, horizon, action_dim],
-    t LongTensor[N], cond [N, global_cond_dim] | None) -> Tensor like x``.
-
-    Runs under ``torch.no_grad``; ``x`` and ``cond`` are moved and cast to the model's device and dtype
-    (of its first parameter), ``t`` to the model's device as int64, and the output is cast back to ``x``'s
-    dtype and device. It does not change the model's train/eval mode (the network has no dropout or
-    batch statistics, so the mode does not change its output; call ``model.eval()`` anyway).
+    t LongTensor[N], cond [N, global_cond_dim] | None) -> Tensor like x`` (see
+    :class:`~policy_sampler.models.denoiser.NetworkDenoiser`). The network has no dropout or batch
+    statistics, so its train/eval mode does not change its output (call ``model.eval()`` anyway).
     """
 
-    def __init__(self, model: ConditionalUnet1D) -> None:
-        if not isinstance(model, ConditionalUnet1D):
-            raise ValueError(f"model must be a ConditionalUnet1D, got {type(model).__name__}")
-        self.model = model
-
-    def __call__(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
-        p = next(self.model.parameters())
-        xm = x.to(device=p.device, dtype=p.dtype)
-        tm = t.to(device=p.device) if isinstance(t, Tensor) else t  # dtype checked by forward
-        cm = cond.to(device=p.device, dtype=p.dtype) if cond is not None else None
-        with torch.no_grad():
-            out = self.model(xm, tm, cm)
-        return out.to(device=x.device, dtype=x.dtype)
-
+    network_type = ConditionalUnet1D
