@@ -13,6 +13,11 @@ Conventions (Meta-World's, passed through; world frame in metres):
   ``[hand_xyz, gripper_opening, object blocks (14), the same 18 values one step earlier,
   goal_xyz]``; clipped to Meta-World's bounds (hand and gripper boxes, goal space) and to
   +-10 for the object blocks, which Meta-World leaves unbounded.
+- **Pixels**: with ``obs_mode="pixels_state"`` the observation is a dict
+  (:mod:`policy_sampler_envs.pixels`): ``state`` (the vector above), ``proprio`` (hand xyz and
+  gripper opening, its first four entries) and ``<camera>_image`` (uint8 ``[image_size,
+  image_size, 3]`` from ``camera_name``, turned upright as ``render`` turns it), rendered
+  headless at every reset and step.
 - **Action** ``Box(-1, 1, (4,), float32)``: hand displacement (x, y, z), one unit = 1 cm per
   step (Meta-World's mocap), and gripper effort (-1 open, +1 closed).
 - **Reset**: Meta-World draws the object and goal positions (its ``_last_rand_vec``) from its
@@ -81,6 +86,15 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import gymnasium  # noqa: E402
 import numpy as np  # noqa: E402
 from gymnasium import spaces  # noqa: E402
+
+from .pixels import (  # noqa: E402
+    check_image_size,
+    check_obs_mode,
+    image_key,
+    observation_renderer,
+    pixels_state_space,
+    state_vector,
+)
 
 __all__ = [
     "METAWORLD_ENV_NAMES",
@@ -192,6 +206,8 @@ class MetaWorldTaskEnv(gymnasium.Env):
         width: int = 256,
         height: int = 256,
         terminate_on_success: bool = False,
+        obs_mode: str = "state",
+        image_size: int = 84,
     ) -> None:
         if env_name not in METAWORLD_ENV_NAMES:
             raise ValueError(
@@ -210,6 +226,9 @@ class MetaWorldTaskEnv(gymnasium.Env):
         self.width = int(width)
         self.height = int(height)
         self.terminate_on_success = bool(terminate_on_success)
+        self.obs_mode = check_obs_mode(obs_mode)
+        self.image_size = check_image_size(image_size)
+        self._camera_renderer: Any = None  # a mujoco.Renderer for the pixels_state images
 
         env = ALL_V3_ENVIRONMENTS[env_name](
             render_mode=render_mode,
@@ -236,9 +255,15 @@ class MetaWorldTaskEnv(gymnasium.Env):
         # for positions, quaternion components lie in [-1, 1]) so every bound is finite.
         self._obs_low = np.maximum(np.asarray(box.low, dtype=np.float64), -OBJECT_BOUND)
         self._obs_high = np.minimum(np.asarray(box.high, dtype=np.float64), OBJECT_BOUND)
-        self.observation_space = spaces.Box(
+        self.state_space = spaces.Box(
             self._obs_low.astype(np.float32), self._obs_high.astype(np.float32), dtype=np.float32
         )
+        self.observation_space: spaces.Space = self.state_space
+        if self.obs_mode == "pixels_state":
+            proprio = spaces.Box(self.state_space.low[:4], self.state_space.high[:4], dtype=np.float32)
+            self.observation_space = pixels_state_space(
+                self.state_space, proprio, self.camera_name, self.image_size
+            )
         self.action_space = spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
         self._flip: bool | None = None  # rotate frames by 180 degrees (decided at first render)
         self._needs_reset = True
@@ -254,8 +279,32 @@ class MetaWorldTaskEnv(gymnasium.Env):
         vec = self._env._last_rand_vec
         return np.array([] if vec is None else vec, dtype=np.float64)
 
-    def _obs(self, obs: np.ndarray) -> np.ndarray:
-        return np.clip(obs, self._obs_low, self._obs_high).astype(np.float32)
+    def _obs(self, obs: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
+        state = np.clip(obs, self._obs_low, self._obs_high).astype(np.float32)
+        if self.obs_mode == "state":
+            return state
+        return {"state": state, "proprio": state[:4].copy(), image_key(self.camera_name): self._camera_image()}
+
+    def _upside_down(self) -> bool:
+        """Whether frames of ``camera_name`` must turn 180 degrees (its up axis points down)."""
+        if self._flip is None:
+            cam = self._env.model.camera(self.camera_name).id
+            up_z = float(self._env.data.cam_xmat[cam].reshape(3, 3)[2, 1])  # camera y axis, z
+            self._flip = up_z < 0.0
+        return self._flip
+
+    def _camera_image(self) -> np.ndarray:
+        """``camera_name``'s ``image_size`` square frame (uint8 RGB, upright) of the current state."""
+        global _ATEXIT_REGISTERED
+        if self._camera_renderer is None:
+            self._camera_renderer = observation_renderer(self._env.model, self.image_size)
+            _OPEN_ENVS.add(self)
+            if not _ATEXIT_REGISTERED:
+                atexit.register(_close_open_envs)
+                _ATEXIT_REGISTERED = True
+        self._camera_renderer.update_scene(self._env.data, camera=self.camera_name)
+        frame = self._camera_renderer.render()
+        return np.ascontiguousarray(frame[::-1, ::-1] if self._upside_down() else frame)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -299,15 +348,14 @@ class MetaWorldTaskEnv(gymnasium.Env):
         if not _ATEXIT_REGISTERED:
             atexit.register(_close_open_envs)
             _ATEXIT_REGISTERED = True
-        if self._flip is None:
-            cam = self._env.model.camera(self.camera_name).id
-            up_z = float(self._env.data.cam_xmat[cam].reshape(3, 3)[2, 1])  # camera y axis, z
-            self._flip = up_z < 0.0
-        if self._flip:
+        if self._upside_down():
             frame = frame[::-1, ::-1]
         return np.ascontiguousarray(frame, dtype=np.uint8)
 
     def close(self) -> None:
+        if getattr(self, "_camera_renderer", None) is not None:
+            self._camera_renderer.close()
+            self._camera_renderer = None
         env = getattr(self, "_env", None)
         if env is not None:
             env.close()  # closes Meta-World's MuJoCo renderer, if any
@@ -379,7 +427,7 @@ class MetaWorldExpert:
         self.speed = float(self._rng.uniform(*self.speed_range))
 
     def act(self, observation: np.ndarray) -> np.ndarray:
-        obs = np.array(observation, dtype=np.float64).reshape(-1)
+        obs = np.array(state_vector(observation), dtype=np.float64).reshape(-1)
         obs[0:3] += self.offset  # current hand position
         obs[18:21] += self.offset  # the previous step's hand position
         with warnings.catch_warnings():

@@ -15,6 +15,9 @@ Conventions (world frame, metres; the top-down camera shows +x to the right, +y 
   ``[agent_x, agent_y, agent_vx, agent_vy, goal_x, goal_y, obstacle_x, obstacle_y]``, bounded
   by +-1 m for positions and +-5 m/s for velocities (never reached: the table is +-0.5 m and
   the puck's speed about 0.2 m/s; observations are clipped to the bounds all the same).
+  With ``obs_mode="pixels_state"`` a dict (:mod:`policy_sampler_envs.pixels`): ``state`` (the
+  vector above), ``proprio`` (its first four entries, the puck's position and velocity) and
+  ``top_image`` (uint8 ``[image_size, image_size, 3]`` from the top-down camera ``top``).
 - **Reset**: start ``(0, -0.32)``, goal ``(0, 0.32)`` and obstacle ``(0, 0)``, each jittered
   uniformly by the seed (start and goal by +-0.04 in x and +-0.03 in y, the obstacle by +-0.02).
   ``options`` may override ``"agent_pos"``, ``"goal_pos"`` and ``"obstacle_pos"`` (2-vectors).
@@ -43,6 +46,15 @@ import gymnasium  # noqa: E402
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 from gymnasium import spaces  # noqa: E402
+
+from .pixels import (  # noqa: E402
+    check_image_size,
+    check_obs_mode,
+    image_key,
+    observation_renderer,
+    pixels_state_space,
+    state_vector,
+)
 
 __all__ = ["ObstacleReachEnv", "ObstacleReachExpert", "OBSTACLE_REACH_XML"]
 
@@ -132,6 +144,7 @@ class ObstacleReachEnv(gymnasium.Env):
     START_JITTER = np.array([0.04, 0.03])
     GOAL_JITTER = np.array([0.04, 0.03])
     OBSTACLE_JITTER = np.array([0.02, 0.02])
+    CAMERA = "top"  # the top-down camera of render() and of the pixels_state images
 
     def __init__(
         self,
@@ -142,6 +155,8 @@ class ObstacleReachEnv(gymnasium.Env):
         max_speed: float = 0.2,
         success_radius: float = 0.03,
         success_bonus: float = 10.0,
+        obs_mode: str = "state",
+        image_size: int = 84,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None")
@@ -151,6 +166,8 @@ class ObstacleReachEnv(gymnasium.Env):
         self.max_speed = float(max_speed)
         self.success_radius = float(success_radius)
         self.success_bonus = float(success_bonus)
+        self.obs_mode = check_obs_mode(obs_mode)
+        self.image_size = check_image_size(image_size)
         self.agent_radius = AGENT_RADIUS
         self.obstacle_radius = OBSTACLE_RADIUS
 
@@ -169,13 +186,18 @@ class ObstacleReachEnv(gymnasium.Env):
 
         self.action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
         bound = np.array([POS_BOUND] * 2 + [VEL_BOUND] * 2 + [POS_BOUND] * 4, dtype=np.float32)
-        self.observation_space = spaces.Box(-bound, bound, dtype=np.float32)
+        self.state_space = spaces.Box(-bound, bound, dtype=np.float32)
+        self.observation_space: spaces.Space = self.state_space
+        if self.obs_mode == "pixels_state":
+            proprio = spaces.Box(-bound[:4], bound[:4], dtype=np.float32)
+            self.observation_space = pixels_state_space(self.state_space, proprio, self.CAMERA, self.image_size)
 
         self._goal = self.GOAL.copy()
         self._obstacle = self.OBSTACLE.copy()
         self._side: str | None = None
         self._collided = False
         self._renderer: mujoco.Renderer | None = None
+        self._camera_renderer: mujoco.Renderer | None = None  # obs images, image_size square
 
     # ------------------------------------------------------------------ state helpers
     @property
@@ -194,10 +216,28 @@ class ObstacleReachEnv(gymnasium.Env):
     def obstacle_pos(self) -> np.ndarray:
         return self._obstacle.copy()
 
-    def _get_obs(self) -> np.ndarray:
+    def _get_obs(self) -> np.ndarray | dict[str, np.ndarray]:
         obs = np.concatenate([self.agent_pos, self.agent_vel, self._goal, self._obstacle])
-        high = self.observation_space.high
-        return np.clip(obs, -high, high).astype(np.float32)
+        high = self.state_space.high
+        state = np.clip(obs, -high, high).astype(np.float32)
+        if self.obs_mode == "state":
+            return state
+        return {"state": state, "proprio": state[:4].copy(), image_key(self.CAMERA): self._camera_image()}
+
+    def _camera_image(self) -> np.ndarray:
+        """The top camera's ``image_size`` square frame (uint8 RGB) of the current state."""
+        if self._camera_renderer is None:
+            self._camera_renderer = observation_renderer(self.model, self.image_size)
+            self._track_renderers()
+        self._camera_renderer.update_scene(self.data, camera=self.CAMERA)
+        return self._camera_renderer.render().copy()
+
+    def _track_renderers(self) -> None:
+        _OPEN_ENVS.add(self)
+        global _ATEXIT_REGISTERED
+        if not _ATEXIT_REGISTERED:
+            atexit.register(_close_open_renderers)
+            _ATEXIT_REGISTERED = True
 
     def _touching(self) -> bool:
         gap = np.linalg.norm(self.agent_pos - self._obstacle) - (AGENT_RADIUS + OBSTACLE_RADIUS)
@@ -215,7 +255,7 @@ class ObstacleReachEnv(gymnasium.Env):
     # ------------------------------------------------------------------ gymnasium API
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
+    ) -> tuple[np.ndarray | dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
         options = options or {}
         rng = self.np_random
@@ -241,7 +281,7 @@ class ObstacleReachEnv(gymnasium.Env):
         self._collided = self._touching()
         return self._get_obs(), self._get_info()
 
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+    def step(self, action: np.ndarray) -> tuple[np.ndarray | dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         action = np.clip(np.asarray(action, dtype=np.float64).reshape(2), -1.0, 1.0)
         # velocity actuators: ctrl is the target velocity in m/s (ctrlrange +-1 m/s)
         self.data.ctrl[:] = action * self.max_speed
@@ -271,19 +311,17 @@ class ObstacleReachEnv(gymnasium.Env):
             return None
         if self._renderer is None:
             self._renderer = mujoco.Renderer(self.model, height=self.height, width=self.width)
-            _OPEN_ENVS.add(self)
-            global _ATEXIT_REGISTERED
-            if not _ATEXIT_REGISTERED:
-                atexit.register(_close_open_renderers)
-                _ATEXIT_REGISTERED = True
-        self._renderer.update_scene(self.data, camera="top")
+            self._track_renderers()
+        self._renderer.update_scene(self.data, camera=self.CAMERA)
         return self._renderer.render().copy()
 
     def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
-            _OPEN_ENVS.discard(self)
+        for name in ("_renderer", "_camera_renderer"):
+            renderer = getattr(self, name)
+            if renderer is not None:
+                renderer.close()
+                setattr(self, name, None)
+        _OPEN_ENVS.discard(self)
         super().close()
 
 
@@ -350,7 +388,7 @@ class ObstacleReachExpert:
         self._index = 0
 
     def act(self, observation: np.ndarray) -> np.ndarray:
-        obs = np.asarray(observation, dtype=np.float64)
+        obs = np.asarray(state_vector(observation), dtype=np.float64)
         if self._waypoints is None:
             self._plan(obs)
         pos = obs[0:2]
