@@ -3,20 +3,27 @@
 Defaults follow Diffusion Policy's low-dim U-Net configs (Chi et al. 2023): horizon 16, 2 observation
 steps, 8 executed action steps, a 256/512/1024 U-Net, and diffusers' ``DDPMScheduler`` with 100
 training and 100 inference steps, ``squaredcos_cap_v2`` betas, epsilon prediction and ``clip_sample``.
+``model="transformer"`` swaps the U-Net for the time-series diffusion transformer (DP-T) and ``vision``
+adds camera images, encoded by Diffusion Policy's vision encoder, to the low-dim observations.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Mapping
 
 from policy_sampler.models.conditional_unet1d import ConditionalUnet1DConfig
+from policy_sampler.models.transformer_for_diffusion import TransformerForDiffusionConfig
+from policy_sampler.models.vision_encoder import VisionEncoderConfig
 
 __all__ = ["DiffusionPolicyConfig"]
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+MODELS = ("unet", "transformer")
+# DP-T settings the policy derives itself (from its action_dim, horizon, n_obs_steps and observations).
+_DERIVED_TRANSFORMER_FIELDS = ("action_dim", "horizon", "n_obs_steps", "cond_dim")
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -42,6 +49,14 @@ class DiffusionPolicyConfig:
 
     ``normalizer_min_range``: a dimension whose data range is below this is treated as constant: it is
     only centred (scale 1) instead of stretched to [-1, 1].
+
+    Denoiser: ``model`` is ``"unet"`` (the U-Net fields below) or ``"transformer"`` (DP-T; ``transformer``
+    holds :class:`~policy_sampler.models.TransformerForDiffusionConfig` fields other than the ones the
+    policy derives, the paper's values where left out).
+
+    Images: ``vision`` (a :class:`~policy_sampler.models.VisionEncoderConfig` or a dict of its fields; None
+    for a low-dim policy) names the camera keys (uint8 ``[B, n_obs_steps, H, W, 3]`` each); their features
+    are concatenated with the normalized low-dim observations at every observation step.
     """
 
     obs_dim: int
@@ -57,6 +72,11 @@ class DiffusionPolicyConfig:
     n_groups: int = 8
     diffusion_step_embed_dim: int = 256
     cond_predict_scale: bool = True
+    # denoiser family and DP-T settings
+    model: str = "unet"
+    transformer: dict[str, Any] = field(default_factory=dict)
+    # camera images (None: low-dim observations only)
+    vision: VisionEncoderConfig | None = None
     # noise scheduler (diffusers DDPMScheduler)
     num_train_timesteps: int = 100
     beta_schedule: str = "squaredcos_cap_v2"
@@ -120,8 +140,26 @@ class DiffusionPolicyConfig:
         if isinstance(self.down_dims, (str, bytes)) or not hasattr(self.down_dims, "__iter__"):
             raise ValueError(f"down_dims must be a sequence of positive ints, got {self.down_dims!r}")
         self.down_dims = tuple(self.down_dims)
+        if isinstance(self.vision, Mapping):
+            self.vision = VisionEncoderConfig.from_dict(self.vision)
+        if self.vision is not None:
+            if not isinstance(self.vision, VisionEncoderConfig):
+                raise ValueError(f"vision must be None, a VisionEncoderConfig or a dict of its fields, got {self.vision!r}")
+            clash = sorted(set(self.vision.image_keys) & set(self.obs_keys))
+            if clash or "action" in self.vision.image_keys:
+                raise ValueError(f"vision.image_keys {clash or ['action']} must differ from obs_keys and 'action'")
         unet = self.unet_config()  # validates the U-Net fields (ValueErrors name them)
-        if self.horizon % unet.horizon_multiple != 0:
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
+        if not isinstance(self.transformer, Mapping):
+            raise ValueError(f"transformer must be a dict of DP-T settings, got {self.transformer!r}")
+        self.transformer = dict(self.transformer)
+        valid = sorted(f.name for f in fields(TransformerForDiffusionConfig) if f.name not in _DERIVED_TRANSFORMER_FIELDS)
+        unknown = sorted(set(self.transformer) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown transformer setting(s) {unknown}; valid settings: {valid}")
+        self.transformer_config()  # validates the DP-T settings
+        if self.model == "unet" and self.horizon % unet.horizon_multiple != 0:
             raise ValueError(
                 f"horizon={self.horizon} must be a multiple of {unet.horizon_multiple} "
                 f"(2 ** (len(down_dims) - 1) with down_dims={list(self.down_dims)})"
@@ -148,9 +186,24 @@ class DiffusionPolicyConfig:
 
     # ------------------------------------------------------------------ derived
     @property
+    def image_keys(self) -> tuple[str, ...]:
+        """The camera image keys (empty for a low-dim policy)."""
+        return () if self.vision is None else self.vision.image_keys
+
+    @property
+    def input_keys(self) -> tuple[str, ...]:
+        """Every observation key the policy reads: ``obs_keys`` then ``image_keys``."""
+        return (*self.obs_keys, *self.image_keys)
+
+    @property
+    def obs_feature_dim(self) -> int:
+        """Features per observation step: ``obs_dim`` plus the vision encoder's output."""
+        return self.obs_dim + (0 if self.vision is None else self.vision.output_dim)
+
+    @property
     def global_cond_dim(self) -> int:
-        """Size of the flattened observation history fed to the U-Net: ``n_obs_steps * obs_dim``."""
-        return self.n_obs_steps * self.obs_dim
+        """Size of the flattened observation history fed to the denoiser: ``n_obs_steps * obs_feature_dim``."""
+        return self.n_obs_steps * self.obs_feature_dim
 
     @property
     def action_slice(self) -> slice:
@@ -167,6 +220,12 @@ class DiffusionPolicyConfig:
             n_groups=self.n_groups,
             diffusion_step_embed_dim=self.diffusion_step_embed_dim,
             cond_predict_scale=self.cond_predict_scale,
+        )
+
+    def transformer_config(self) -> TransformerForDiffusionConfig:
+        return TransformerForDiffusionConfig(
+            action_dim=self.action_dim, horizon=self.horizon, n_obs_steps=self.n_obs_steps,
+            cond_dim=self.obs_feature_dim, **self.transformer,
         )
 
     def make_noise_scheduler(self):
@@ -189,6 +248,7 @@ class DiffusionPolicyConfig:
         out = asdict(self)
         for key in ("obs_keys", "obs_key_dims", "down_dims"):
             out[key] = list(out[key])
+        out["vision"] = None if self.vision is None else self.vision.to_dict()
         return out
 
     @classmethod

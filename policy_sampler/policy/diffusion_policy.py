@@ -5,10 +5,13 @@ the min-max :class:`~policy_sampler.policy.normalizer.Normalizer`, the U-Net and
 weights (the copy used for inference), the diffusers ``DDPMScheduler`` used in training and the
 :class:`~policy_sampler.schedule.NoiseSchedule` the samplers run.
 
-``predict_action`` follows Diffusion Policy's low-dim flow (Chi et al. 2023, ``predict_action``):
-normalize the ``n_obs_steps`` observations, flatten them as the U-Net's global conditioning, sample
+``predict_action`` follows Diffusion Policy's flow (Chi et al. 2023, ``predict_action``): normalize the
+``n_obs_steps`` low-dim observations, encode the camera images of each step (vision policies: the EMA
+vision encoder, center crops), concatenate and flatten them as the denoiser's global conditioning, sample
 a normalized ``[B, horizon, action_dim]`` chunk from ``x_T ~ N(0, I)``, unnormalize it and execute
-``chunk[:, n_obs_steps - 1 : n_obs_steps - 1 + n_action_steps]``.
+``chunk[:, n_obs_steps - 1 : n_obs_steps - 1 + n_action_steps]``. The conditioning is computed once per
+chunk, before sampling: the samplers' denoiser calls never run the vision encoder. The denoiser is the
+U-Net or the DP-T transformer (``config.model``).
 
 Checkpoint directory (written atomically by :meth:`DiffusionPolicy.save`)::
 
@@ -16,7 +19,8 @@ Checkpoint directory (written atomically by :meth:`DiffusionPolicy.save`)::
                          "policy": DiffusionPolicyConfig.to_dict(),
                          "dataset_stats": {field: {"min": [...], "max": [...]}},
                          "metadata": {...}}                   (task, dataset, training step, losses)
-    model.safetensors   "model.<name>": the EMA U-Net weights,
+    model.safetensors   "model.<name>": the EMA denoiser weights (U-Net or transformer),
+                        "obs_encoder.<name>": the EMA vision encoder weights (vision policies),
                         "normalizer.<name>": the normalizer buffers (the source of truth for stats)
 """
 
@@ -36,7 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from policy_sampler.models.conditional_unet1d import ConditionalUnet1D, ConditionalUnet1DDenoiser
+from policy_sampler.models.conditional_unet1d import ConditionalUnet1D
+from policy_sampler.models.denoiser import NetworkDenoiser
+from policy_sampler.models.transformer_for_diffusion import TransformerForDiffusion
+from policy_sampler.models.vision_encoder import VisionEncoder, check_image
 from policy_sampler.policy.config import DiffusionPolicyConfig
 from policy_sampler.policy.normalizer import Normalizer
 from policy_sampler.samplers import Sampler, make_sampler
@@ -67,8 +74,15 @@ class PolicyOutput:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def _frozen_copy(module: nn.Module) -> nn.Module:
+    copy_ = copy.deepcopy(module)
+    copy_.requires_grad_(False)
+    return copy_.eval()
+
+
 class DiffusionPolicy(nn.Module):
-    """Diffusion Policy (CNN, low-dim observations, global conditioning) with pluggable samplers."""
+    """Diffusion Policy (U-Net or transformer denoiser; low-dim and camera observations as global
+    conditioning) with pluggable samplers."""
 
     def __init__(self, config: DiffusionPolicyConfig, dataset_stats: Mapping[str, Any] | None = None) -> None:
         super().__init__()
@@ -80,10 +94,11 @@ class DiffusionPolicy(nn.Module):
         self.normalizer = Normalizer(dims, min_range=config.normalizer_min_range)
         if dataset_stats is not None:
             self.normalizer.fit(dataset_stats)
-        self.model = ConditionalUnet1D(config.unet_config())
-        self.ema_model = copy.deepcopy(self.model)
-        self.ema_model.requires_grad_(False)
-        self.ema_model.eval()
+        self.model: nn.Module = (TransformerForDiffusion(config.transformer_config()) if config.model == "transformer"
+                                 else ConditionalUnet1D(config.unet_config()))
+        self.ema_model = _frozen_copy(self.model)
+        self.obs_encoder = VisionEncoder(config.vision) if config.vision is not None else None
+        self.ema_obs_encoder = _frozen_copy(self.obs_encoder) if self.obs_encoder is not None else None
         self.noise_scheduler = config.make_noise_scheduler()
         self.schedule = NoiseSchedule.from_diffusers(
             self.noise_scheduler, num_inference_steps=config.num_inference_steps
@@ -95,9 +110,29 @@ class DiffusionPolicy(nn.Module):
     def device(self) -> torch.device:
         return next(self.ema_model.parameters()).device
 
-    def denoiser(self) -> ConditionalUnet1DDenoiser:
-        """The EMA U-Net as the samplers' denoiser ``(x [N, horizon, action_dim], t [N], cond) -> eps``."""
+    def denoiser(self) -> NetworkDenoiser:
+        """The EMA denoiser as the samplers' denoiser ``(x [N, horizon, action_dim], t [N], cond) -> eps``."""
         return self.ema_model.denoiser()
+
+    def trained_modules(self) -> nn.ModuleDict:
+        """What training updates: the denoiser and, for vision policies, the vision encoder."""
+        return nn.ModuleDict({"model": self.model, **({"obs_encoder": self.obs_encoder} if self.obs_encoder is not None else {})})
+
+    def ema_modules(self) -> nn.ModuleDict:
+        """The EMA copies of :meth:`trained_modules`, in the same order (what checkpoints hold)."""
+        ema = {"model": self.ema_model, **({"obs_encoder": self.ema_obs_encoder} if self.ema_obs_encoder is not None else {})}
+        return nn.ModuleDict(ema)
+
+    def optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """AdamW parameter groups of :meth:`trained_modules`: every parameter decays, except the
+        transformer's biases, LayerNorms and position embeddings (as Diffusion Policy trains DP-T)."""
+        if isinstance(self.model, TransformerForDiffusion):
+            groups = self.model.parameter_groups(weight_decay)
+        else:
+            groups = [{"params": list(self.model.parameters()), "weight_decay": weight_decay}]
+        if self.obs_encoder is not None:
+            groups[0]["params"] = [*groups[0]["params"], *self.obs_encoder.parameters()]
+        return groups
 
     def set_runtime(self, mode: str | None = "eager", **options: Any) -> DenoiserRuntime | None:
         """Run :meth:`predict_action`'s denoiser calls through a
@@ -130,18 +165,21 @@ class DiffusionPolicy(nn.Module):
 
     def train(self, mode: bool = True) -> "DiffusionPolicy":
         super().train(mode)
-        self.ema_model.eval()  # the EMA copy is never trained
+        self.ema_model.eval()  # the EMA copies are never trained
+        if self.ema_obs_encoder is not None:
+            self.ema_obs_encoder.eval()  # center crops
         return self
 
     # ------------------------------------------------------------------ observations
     def _check_obs(self, obs: Any, batch_size: int | None = None) -> dict[str, Tensor]:
-        """Each key as a float tensor [B, n_obs_steps, d_k]; a ValueError names what is wrong."""
+        """Each low-dim key as a float tensor [B, n_obs_steps, d_k] and each image key as a uint8 tensor
+        [B, n_obs_steps, H, W, 3]; a ValueError names the key and what is wrong."""
         c = self.config
         if not isinstance(obs, Mapping):
-            raise ValueError(f"obs must be a dict of tensors keyed by {list(c.obs_keys)}, got {type(obs).__name__}")
-        missing = [k for k in c.obs_keys if k not in obs]
+            raise ValueError(f"obs must be a dict of tensors keyed by {list(c.input_keys)}, got {type(obs).__name__}")
+        missing = [k for k in c.input_keys if k not in obs]
         if missing:
-            raise ValueError(f"obs is missing key(s) {missing}; expected keys {list(c.obs_keys)}, got {list(obs)}")
+            raise ValueError(f"obs is missing key(s) {missing}; expected keys {list(c.input_keys)}, got {list(obs)}")
         out: dict[str, Tensor] = {}
         for key, dim in zip(c.obs_keys, c.obs_key_dims):
             value = obs[key]
@@ -164,28 +202,42 @@ class DiffusionPolicy(nn.Module):
             if not bool(torch.isfinite(value).all()):
                 raise ValueError(f"obs[{key!r}] contains NaN or inf")
             out[key] = value
+        for key in c.image_keys:
+            leading = (batch_size if batch_size is not None else "B", c.n_obs_steps)
+            out[key] = check_image(f"obs[{key!r}]", obs[key], c.vision.image_shape, leading)
+            batch_size = out[key].shape[0]
         return out
 
-    def global_cond(self, obs: Mapping[str, Tensor]) -> Tensor:
-        """Normalized, concatenated and flattened observation history: [B, n_obs_steps * obs_dim]."""
+    def global_cond(self, obs: Mapping[str, Tensor], use_ema: bool = True) -> Tensor:
+        """Normalized low-dim observations and (vision policies) image features of every observation
+        step, concatenated and flattened: [B, n_obs_steps * obs_feature_dim]. The images go through the
+        EMA encoder (eval mode: center crops) by default, the trained one with ``use_ema=False``."""
         obs = self._check_obs(obs)
         device = self.device
         parts = [
             self.normalizer.normalize(k, obs[k].to(device=device, dtype=torch.float32))
             for k in self.config.obs_keys
         ]
+        b, steps = parts[0].shape[:2]
+        if self.config.vision is not None:
+            encoder = self.ema_obs_encoder if use_ema else self.obs_encoder
+            frames = {k: obs[k].reshape(b * steps, *obs[k].shape[2:]) for k in self.config.image_keys}
+            parts.append(encoder(frames).reshape(b, steps, -1))
         x = torch.cat(parts, dim=-1)
-        return x.reshape(x.shape[0], -1)
+        return x.reshape(b, -1)
 
     # ------------------------------------------------------------------ training
-    def compute_loss(self, batch: Mapping[str, Any], generator: torch.Generator | None = None) -> Tensor:
-        """DDPM training loss on a batch ``{"obs": {key: [B, n_obs_steps, d]}, "action": [B, horizon, A]}``
+    def compute_loss(
+        self, batch: Mapping[str, Any], generator: torch.Generator | None = None, use_ema: bool = False
+    ) -> Tensor:
+        """DDPM training loss on a batch ``{"obs": {key: [B, n_obs_steps, ...]}, "action": [B, horizon, A]}``
         of raw (unnormalized) data: uniform random timesteps, ``DDPMScheduler.add_noise``, MSE between the
-        U-Net's output and the target of ``prediction_type`` (the noise, for epsilon)."""
+        denoiser's output and the target of ``prediction_type`` (the noise, for epsilon). The trained
+        networks (random crops while in train mode), or the EMA copies with ``use_ema=True``."""
         c = self.config
         if "obs" not in batch or "action" not in batch:
             raise ValueError(f"batch must have 'obs' and 'action', got {list(batch)}")
-        cond = self.global_cond(batch["obs"])
+        cond = self.global_cond(batch["obs"], use_ema=use_ema)
         action = batch["action"]
         if not isinstance(action, Tensor) or tuple(action.shape) != (cond.shape[0], c.horizon, c.action_dim):
             shape = tuple(action.shape) if isinstance(action, Tensor) else type(action).__name__
@@ -200,7 +252,7 @@ class DiffusionPolicy(nn.Module):
         noise = torch.randn(x0.shape, generator=generator, device=gen_device).to(device)
         t = torch.randint(0, c.num_train_timesteps, (b,), generator=generator, device=gen_device).to(device)
         noisy = self.noise_scheduler.add_noise(x0, noise, t)
-        pred = self.model(noisy, t, cond)
+        pred = (self.ema_model if use_ema else self.model)(noisy, t, cond)
         if c.prediction_type == "epsilon":
             target = noise
         elif c.prediction_type == "sample":
@@ -247,7 +299,9 @@ class DiffusionPolicy(nn.Module):
     ) -> PolicyOutput:
         """Sample an action chunk for a batch of observation histories.
 
-        ``obs``: ``{key: [B, n_obs_steps, d_key]}`` float tensors (extra keys are ignored).
+        ``obs``: ``{key: [B, n_obs_steps, d_key]}`` float tensors and, for vision policies, ``{image_key:
+        [B, n_obs_steps, H, W, 3]}`` uint8 tensors (extra keys are ignored). The conditioning (and the
+        vision encoder) is computed once, before the sampler runs.
         ``sampler``: a name for :func:`make_sampler` (with ``sampler_options``) or a ``Sampler``.
         ``x_T`` ([B, horizon, action_dim]) fixes the initial noise, else it is drawn from ``generator``;
         ``noise`` ([K, B, horizon, action_dim]) fixes the per-step draws (see the sampler contract).
@@ -257,13 +311,12 @@ class DiffusionPolicy(nn.Module):
         ``trajectory_guess``, ``x0_guess`` and ``deadline`` go to samplers that take them (warm start, anytime; see
         :meth:`Sampler.sample`); both live in the normalized action space the sampler runs in.
         ``guidance``: an object with ``bind(denoiser, schedule, cond) -> (denoiser, cond)`` that steers
-        the EMA U-Net (e.g. :class:`~policy_sampler.control.RealTimeChunking`'s inpainting), or None.
+        the EMA denoiser (e.g. :class:`~policy_sampler.control.RealTimeChunking`'s inpainting), or None.
         Uses the EMA weights. Returns unnormalized ``actions`` and ``chunk``.
         """
         c = self.config
         schedule = self.schedule_for(num_inference_steps)
-        checked = self._check_obs(obs)
-        cond = self.global_cond(checked)
+        cond = self.global_cond(obs)
         b = cond.shape[0]
         device = cond.device
         shape = (b, c.horizon, c.action_dim)
@@ -303,8 +356,9 @@ class DiffusionPolicy(nn.Module):
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_state(self) -> dict[str, Tensor]:
-        """What ``model.safetensors`` holds: the EMA U-Net weights and the normalizer buffers."""
-        state = {f"model.{k}": v for k, v in self.ema_model.state_dict().items()}
+        """What ``model.safetensors`` holds: the EMA networks' weights and the normalizer buffers."""
+        state = {f"{name}.{k}": v for name, module in self.ema_modules().items()
+                 for k, v in module.state_dict().items()}
         state.update({f"normalizer.{k}": v for k, v in self.normalizer.state_dict().items()})
         return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
 
@@ -371,7 +425,7 @@ class DiffusionPolicy(nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "DiffusionPolicy":
         """Rebuild a policy from a checkpoint directory (or a training run directory, see
-        :meth:`resolve_checkpoint`) in eval mode on ``device``. Both the training and EMA U-Nets get the
+        :meth:`resolve_checkpoint`) in eval mode on ``device``. Both the trained and EMA networks get the
         saved EMA weights."""
         from safetensors.torch import load_file
 
@@ -389,14 +443,18 @@ class DiffusionPolicy(nn.Module):
         policy = cls(config)
         policy.metadata = dict(document.get("metadata") or {})
         state = load_file(str(ckpt / WEIGHTS_NAME), device="cpu")
-        model_state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
-        norm_state = {k[len("normalizer."):]: v for k, v in state.items() if k.startswith("normalizer.")}
-        stray = [k for k in state if not k.startswith(("model.", "normalizer."))]
+        prefixes = ("normalizer.", *(f"{name}." for name in policy.ema_modules()))
+        stray = [k for k in state if not k.startswith(prefixes)]
         if stray:
             raise ValueError(f"unexpected tensors in {ckpt / WEIGHTS_NAME}: {stray[:5]}")
-        policy.ema_model.load_state_dict(model_state, strict=True)
-        policy.model.load_state_dict(model_state, strict=True)
-        policy.normalizer.load_state_dict(norm_state, strict=True)
+
+        def part(prefix: str) -> dict[str, Tensor]:
+            return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+        for name, module in policy.ema_modules().items():
+            module.load_state_dict(part(f"{name}."), strict=True)
+            policy.trained_modules()[name].load_state_dict(part(f"{name}."), strict=True)
+        policy.normalizer.load_state_dict(part("normalizer."), strict=True)
         return policy.to(device).eval()
 
 
