@@ -4,6 +4,7 @@ sampler, and bad image input is a clear error naming the key."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -135,3 +136,19 @@ def test_bad_images_are_clear_errors(change, match):
     change(obs)
     with pytest.raises(ValueError, match=match):
         make_policy("vision_unet").predict_action(obs)
+
+
+def test_env_histories_stack_images_as_uint8_and_state_as_float():
+    from policy_sampler.policy.observations import stack_observations
+
+    rng = np.random.default_rng(0)
+    frame = lambda: {"state": rng.random(8).astype(np.float32), "proprio": rng.random(4).astype(np.float32),  # noqa: E731
+                     "top_image": rng.integers(0, 256, (*IMAGE, 3), dtype=np.uint8)}
+    histories = [[frame(), frame()] for _ in range(3)]
+    obs = stack_observations(("proprio", "top_image"), histories)
+    assert obs["proprio"].dtype == torch.float32 and obs["proprio"].shape == (3, TO, PROPRIO)
+    assert obs["top_image"].dtype == torch.uint8 and obs["top_image"].shape == (3, TO, *IMAGE, 3)
+    assert np.array_equal(obs["top_image"][1, 0].numpy(), histories[1][0]["top_image"])
+    make_policy("vision_unet").predict_action(obs)  # exactly what the policy takes
+    with pytest.raises(ValueError, match="wrist_image"):
+        stack_observations(("proprio", "wrist_image"), histories)
