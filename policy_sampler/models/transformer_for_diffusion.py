@@ -205,9 +205,10 @@ class TransformerForDiffusion(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def denoiser(self) -> "TransformerForDiffusionDenoiser":
-        """This network as a sampler denoiser ``(x, t, cond) -> Tensor like x``."""
-        return TransformerForDiffusionDenoiser(self)
+    def denoiser(self, differentiable: bool = False) -> "TransformerForDiffusionDenoiser":
+        """This network as a sampler denoiser ``(x, t, cond) -> Tensor like x`` (``differentiable``: its
+        output keeps the autograd graph when grad is enabled)."""
+        return TransformerForDiffusionDenoiser(self, differentiable)
 
     def parameter_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """AdamW groups as the reference trains DP-T: linear weights decay, biases, LayerNorms and the

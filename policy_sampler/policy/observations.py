@@ -8,14 +8,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["flat_observation", "stack_observations"]
+from policy_sampler.data.observations import flat_observation
 
-
-def flat_observation(obs: Any) -> np.ndarray:
-    """An env observation as one float32 vector (a dict's values concatenated in order)."""
-    if isinstance(obs, Mapping):
-        return np.concatenate([np.asarray(v, np.float32).reshape(-1) for v in obs.values()])
-    return np.asarray(obs, np.float32).reshape(-1)
+__all__ = ["stack_observations"]
 
 
 def _entry(value: Any) -> np.ndarray:
