@@ -221,7 +221,7 @@ class ChunkRunner:
             self.best_of_n.observe(batch)
 
     def _policy_obs(self, envs: np.ndarray) -> dict[str, Tensor]:
-        return stack_observations(self.policy.config.obs_keys, [self._history[e] for e in envs])
+        return stack_observations(self.policy.config.input_keys, [self._history[e] for e in envs])
 
     def _remaining(self, tick: int) -> int:
         cur = self._current

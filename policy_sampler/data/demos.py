@@ -21,6 +21,10 @@ File layout (what :func:`write_robomimic_hdf5` writes; robomimic's ``SequenceDat
                                        reports one), final_info (JSON of the last step's scalar info)
     data/demo_<i>/obs/state       (T, obs_dim) float32: observation before each action
     data/demo_<i>/next_obs/state  (T, obs_dim) float32: observation after each action
+    data/demo_<i>/obs/<key>       (T, d) float32 or, for camera images, (T, H, W, 3) uint8
+                                  (gzip-compressed): the other entries of a dict observation
+                                  (``obs_mode="pixels_state"``: ``proprio`` and ``<camera>_image``)
+    data/demo_<i>/next_obs/<key>  the same for the low-dim entries (images are not stored twice)
     data/demo_<i>/actions         (T, act_dim) float32
     data/demo_<i>/rewards         (T,) float32
     data/demo_<i>/dones           (T,) int64, 1 at the last step only
@@ -39,7 +43,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import h5py
 import numpy as np
@@ -59,6 +63,8 @@ __all__ = [
     "dataset_statistics",
     "diffusion_policy_window",
     "expert_seed",
+    "is_image",
+    "split_observation",
     "demo_names",
     "load_sequence_dataset",
     "make_env_args",
@@ -88,6 +94,10 @@ class Episode:
     terminated: bool = False
     truncated: bool = False
     info: dict[str, Any] = field(default_factory=dict)  # last step's info, JSON-able scalars only
+    # the other entries of dict observations (key -> (T, d) float32 or (T, H, W, 3) uint8 images), and
+    # the low-dim ones after each action
+    extra_observations: dict[str, np.ndarray] = field(default_factory=dict)
+    extra_next_observations: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
@@ -130,6 +140,25 @@ def expert_seed(seed: int) -> int:
     return int(state.generate_state(1, dtype=np.uint32)[0])
 
 
+def is_image(array: np.ndarray) -> bool:
+    """A camera image (or a sequence of them): uint8 with 3 channels last."""
+    return array.dtype == np.uint8 and array.ndim >= 3 and array.shape[-1] == 3
+
+
+def split_observation(obs: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The flat ``state`` vector of an observation and its other entries: a dict observation with a
+    ``"state"`` entry (``obs_mode="pixels_state"``) gives that and the rest (images kept uint8, low-dim
+    entries as float32 vectors); anything else is flattened whole, with no other entries."""
+    if isinstance(obs, Mapping) and OBS_KEY in obs:
+        extra = {}
+        for key, value in obs.items():
+            if key != OBS_KEY:
+                array = np.asarray(value)
+                extra[str(key)] = array if is_image(array) else array.astype(np.float32).reshape(-1)
+        return np.asarray(obs[OBS_KEY], np.float32).reshape(-1), extra
+    return flat_observation(obs), {}
+
+
 def collect_episode(
     env: Any,
     expert: Any,
@@ -148,16 +177,20 @@ def collect_episode(
     e_seed = expert_seed(seed) if expert_seed_value is None else int(expert_seed_value)
     obs, info = env.reset(seed=seed)
     expert.reset(e_seed)
-    obs = flat_observation(obs)
     observations, next_observations, actions, rewards = [], [], [], []
+    extras: list[dict[str, np.ndarray]] = []
+    next_extras: list[dict[str, np.ndarray]] = []
     success = bool(info.get("is_success", False))
     terminated = truncated = False
     while True:
-        action = np.asarray(expert.act(obs), dtype=np.float32).reshape(-1)
+        action = np.asarray(expert.act(obs), dtype=np.float32).reshape(-1)  # the env's own observation
         next_obs, reward, terminated, truncated, info = env.step(action)
-        next_obs = flat_observation(next_obs)
-        observations.append(obs)
-        next_observations.append(next_obs)
+        state, extra = split_observation(obs)
+        next_state, next_extra = split_observation(next_obs)
+        observations.append(state)
+        next_observations.append(next_state)
+        extras.append(extra)
+        next_extras.append({k: v for k, v in next_extra.items() if not is_image(v)})
         actions.append(action)
         rewards.append(float(reward))
         success = success or bool(info.get("is_success", False))
@@ -181,6 +214,8 @@ def collect_episode(
         terminated=bool(terminated),
         truncated=bool(truncated),
         info=scalar_info(info),
+        extra_observations={k: np.stack([e[k] for e in extras]) for k in extras[0]},
+        extra_next_observations={k: np.stack([e[k] for e in next_extras]) for k in next_extras[0]},
     )
 
 
@@ -340,6 +375,16 @@ def _write_demo(group: h5py.Group, episode: Episode) -> None:
     group.attrs["final_info"] = json.dumps(episode.info, sort_keys=True)
     group.create_dataset(f"obs/{OBS_KEY}", data=np.asarray(episode.observations, dtype=np.float32))
     group.create_dataset(f"next_obs/{OBS_KEY}", data=np.asarray(episode.next_observations, dtype=np.float32))
+    for key, array in episode.extra_observations.items():
+        if key == OBS_KEY or array.shape[0] != T:
+            raise ValueError(f"episode {episode.seed}: extra observation {key!r} must be a ({T}, ...) array "
+                             f"named other than {OBS_KEY!r}, got {array.shape}")
+        if is_image(array):  # one frame per chunk: a window of frames decompresses only what it reads
+            group.create_dataset(f"obs/{key}", data=array, chunks=(1, *array.shape[1:]), compression="gzip")
+        else:
+            group.create_dataset(f"obs/{key}", data=np.asarray(array, dtype=np.float32))
+    for key, array in episode.extra_next_observations.items():
+        group.create_dataset(f"next_obs/{key}", data=np.asarray(array, dtype=np.float32))
     group.create_dataset("actions", data=np.asarray(episode.actions, dtype=np.float32))
     group.create_dataset("rewards", data=np.asarray(episode.rewards, dtype=np.float32))
     group.create_dataset("dones", data=np.asarray(episode.dones, dtype=np.int64))
@@ -385,8 +430,8 @@ def write_robomimic_hdf5(
 
 # ----------------------------------------------------------------------------- reading
 def _init_obs_utils(obs_keys: Sequence[str]) -> None:
-    """Give robomimic's obs utils a modality for every key: keys already registered (by the
-    caller, e.g. an rgb key) keep theirs, the others are registered as ``low_dim``."""
+    """Give robomimic's obs utils a modality for every key: keys already registered keep theirs,
+    camera keys (``<camera>_image``) become ``rgb`` and the others ``low_dim``."""
     import robomimic.utils.obs_utils as ObsUtils
 
     known = dict(ObsUtils.OBS_KEYS_TO_MODALITIES or {})
@@ -396,7 +441,8 @@ def _init_obs_utils(obs_keys: Sequence[str]) -> None:
     specs: dict[str, list[str]] = {}
     for key, modality in known.items():
         specs.setdefault(modality, []).append(key)
-    specs.setdefault("low_dim", []).extend(missing)
+    for key in missing:
+        specs.setdefault("rgb" if key.endswith("_image") else "low_dim", []).append(key)
     ObsUtils.initialize_obs_utils_with_obs_specs({"obs": specs})
 
 

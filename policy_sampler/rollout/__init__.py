@@ -1,7 +1,7 @@
 """Closed-loop evaluation: sampler configurations (:mod:`.specs`), the one episode loop through the
 runner (:mod:`.episodes`), what it reports (:mod:`.report`) and how that is written out (:mod:`.output`)."""
 
-from policy_sampler.rollout.episodes import RolloutConfig, evaluate, evaluate_sampler
+from policy_sampler.rollout.episodes import RolloutConfig, evaluate, evaluate_sampler, policy_env_kwargs
 from policy_sampler.rollout.output import format_table, write_plot, write_results, write_video
 from policy_sampler.rollout.report import (
     CSV_COLUMNS,
@@ -15,6 +15,7 @@ from policy_sampler.rollout.specs import DEFAULT_BASELINES, SamplerSpec, load_sa
 
 __all__ = [
     "CSV_COLUMNS", "DEFAULT_BASELINES", "EvaluationReport", "RolloutConfig", "SamplerReport", "SamplerSpec",
-    "evaluate", "evaluate_sampler", "format_table", "load_sampler_specs", "merge_control_stats", "summarize",
+    "evaluate", "evaluate_sampler", "format_table", "load_sampler_specs", "merge_control_stats", "policy_env_kwargs",
+    "summarize",
     "wilson_interval", "with_control", "write_plot", "write_results", "write_video",
 ]

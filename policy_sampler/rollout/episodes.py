@@ -38,7 +38,19 @@ from policy_sampler.rollout.specs import SamplerSpec
 from policy_sampler.serialization import scalar_info
 from policy_sampler.validation import check_bool, check_int
 
-__all__ = ["RolloutConfig", "evaluate", "evaluate_sampler"]
+__all__ = ["RolloutConfig", "evaluate", "evaluate_sampler", "policy_env_kwargs"]
+
+
+def policy_env_kwargs(policy) -> dict[str, Any]:
+    """The env options a policy's observations need: a vision policy reads camera images, so its envs
+    run with ``obs_mode="pixels_state"`` at its (square) image size; ``{}`` for a low-dim policy."""
+    vision = policy.config.vision
+    if vision is None:
+        return {}
+    height, width = vision.image_shape
+    if height != width:
+        raise ValueError(f"the tasks render square camera images; this policy takes {height}x{width}")
+    return {"obs_mode": "pixels_state", "image_size": height}
 
 
 @dataclass
@@ -175,7 +187,7 @@ def evaluate_sampler(
     policy.schedule_for(spec.num_inference_steps)  # a bad step count fails before any rollout
     selector = _selector(spec, task)
     n_envs = n_episodes if config.n_envs is None else min(config.n_envs, n_episodes)
-    env_kwargs = dict(config.env_kwargs)
+    env_kwargs = {**policy_env_kwargs(policy), **config.env_kwargs}
     if config.max_steps is not None:
         env_kwargs["max_episode_steps"] = config.max_steps
     steps = policy.schedule_for(spec.num_inference_steps).num_steps

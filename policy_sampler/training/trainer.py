@@ -3,16 +3,20 @@
 Diffusion Policy's recipe (Chi et al. 2023): AdamW (lr 1e-4, betas 0.95/0.999, weight decay 1e-6), a
 cosine learning rate with linear warm-up (diffusers' ``get_scheduler``), epsilon-prediction DDPM loss,
 an EMA copy of the weights (power decay, see :mod:`policy_sampler.training.ema`) that is what gets
-saved and evaluated. Windows come from robomimic's ``SequenceDataset`` (through
-:func:`policy_sampler.data.demos.load_sequence_dataset`), sliced as DiffusionPolicy does: the first
-``n_obs_steps`` observation frames and the first ``horizon`` action frames of each padded sequence.
+saved and evaluated. Windows come from robomimic's ``SequenceDataset``
+(:mod:`policy_sampler.training.windows`), sliced as DiffusionPolicy does: the first ``n_obs_steps``
+observation frames and the first ``horizon`` action frames of each padded sequence. What trains is
+:meth:`DiffusionPolicy.trained_modules` (the denoiser, U-Net or transformer, and a vision policy's
+encoder, augmented by random crops), with :meth:`DiffusionPolicy.optimizer_groups` (DP-T's biases,
+LayerNorms and position embeddings are not decayed) and one EMA over all of it.
 
 Output directory::
 
     <out_dir>/last/   the checkpoint at the end (and at every validation)
     <out_dir>/best/   the checkpoint with the lowest validation loss (EMA weights); the lowest
                       training loss (running mean over the validation interval) without a valid split
-    <out_dir>/train_log.json   losses per validation, settings, timing
+    <out_dir>/train_log.json   losses per validation, settings, timing (steps and samples per second,
+                               the process's peak resident memory, parameters per trained network)
 """
 
 from __future__ import annotations
@@ -21,111 +25,32 @@ import json
 import math
 import os
 import random
+import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import h5py
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from policy_sampler.policy import DiffusionPolicy, DiffusionPolicyConfig
 from policy_sampler.serialization import atomic_write_bytes
 from policy_sampler.training.config import TrainConfig
+from policy_sampler.training.windows import (
+    WindowDataset,
+    dataset_dims,
+    dataset_images,
+    load_windows,
+    policy_stats,
+)
 
-__all__ = ["TrainResult", "WindowDataset", "dataset_dims", "load_windows", "policy_stats", "train"]
-
-
-# ----------------------------------------------------------------------------- data
-def dataset_dims(path: str | os.PathLike, obs_keys: tuple[str, ...] = ("state",)) -> dict[str, int]:
-    """Last-dimension sizes of each observation key and of ``"action"`` in the first demo."""
-    with h5py.File(path, "r") as f:
-        if "data" not in f or not len(f["data"]):
-            raise ValueError(f"{path} has no data/demo_<i> groups")
-        demo = f["data"][sorted(f["data"].keys(), key=lambda n: int(n.rsplit("_", 1)[1]))[0]]
-        out = {}
-        for key in obs_keys:
-            if f"obs/{key}" not in demo:
-                raise ValueError(f"{path} has no observation key {key!r} (data/<demo>/obs/{key})")
-            out[key] = int(np.prod(demo[f"obs/{key}"].shape[1:]))
-        out["action"] = int(np.prod(demo["actions"].shape[1:]))
-    return out
-
-
-class WindowDataset(Dataset):
-    """DiffusionPolicy training windows held as tensors: ``obs[key]`` [N, n_obs_steps, d] and
-    ``action`` [N, horizon, A]. ``__getitems__`` returns a whole batch (the DataLoader passes it through)."""
-
-    def __init__(self, obs: dict[str, torch.Tensor], action: torch.Tensor) -> None:
-        self.obs = obs
-        self.action = action
-
-    def __len__(self) -> int:
-        return int(self.action.shape[0])
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return {"obs": {k: v[index] for k, v in self.obs.items()}, "action": self.action[index]}
-
-    def __getitems__(self, indices: list[int]) -> dict[str, Any]:
-        idx = torch.as_tensor(indices, dtype=torch.long)
-        return {"obs": {k: v[idx] for k, v in self.obs.items()}, "action": self.action[idx]}
+__all__ = ["TrainResult", "train"]
 
 
 def _passthrough(batch: Any) -> Any:
     return batch
-
-
-def load_windows(
-    path: str | os.PathLike, config: DiffusionPolicyConfig, split: str = "train"
-) -> WindowDataset | None:
-    """Every window of ``split`` (None when the split has no demos), read through robomimic's
-    ``SequenceDataset`` and sliced as DiffusionPolicy does."""
-    from policy_sampler.data.demos import demo_names, load_sequence_dataset
-
-    if not demo_names(path, split):
-        return None
-    extra: dict[str, Any] = {}
-    if tuple(config.obs_keys) != ("state",):
-        import robomimic.utils.obs_utils as ObsUtils
-
-        ObsUtils.initialize_obs_utils_with_obs_specs({"obs": {"low_dim": list(config.obs_keys)}})
-        extra["obs_keys"] = tuple(config.obs_keys)
-    seq = load_sequence_dataset(
-        path, n_obs_steps=config.n_obs_steps, horizon=config.horizon, split=split, **extra
-    )
-    to, h = config.n_obs_steps, config.horizon
-    obs_parts: dict[str, list[np.ndarray]] = {k: [] for k in config.obs_keys}
-    act_parts: list[np.ndarray] = []
-    for i in range(len(seq)):
-        item = seq[i]
-        for k in config.obs_keys:
-            frames = np.asarray(item["obs"][k])
-            obs_parts[k].append(frames[:to].reshape(to, -1))
-        act_parts.append(np.asarray(item["actions"])[:h].reshape(h, -1))
-    if not act_parts:
-        return None
-    obs = {k: torch.from_numpy(np.stack(v).astype(np.float32)) for k, v in obs_parts.items()}
-    action = torch.from_numpy(np.stack(act_parts).astype(np.float32))
-    return WindowDataset(obs, action)
-
-
-def policy_stats(path: str | os.PathLike, config: DiffusionPolicyConfig, windows: WindowDataset) -> dict:
-    """Normalizer statistics ``{key: {"min", "max"}, "action": {...}}`` of the train split: from
-    :func:`policy_sampler.data.demos.dataset_statistics` for ``state`` and the actions, from the train
-    windows (which cover every frame) for any other observation key."""
-    from policy_sampler.data.demos import dataset_statistics
-
-    raw = dataset_statistics(path, split="train")
-    stats: dict[str, dict[str, Any]] = {"action": dict(raw["actions"])}
-    for key in config.obs_keys:
-        if key in raw.get("obs", {}):
-            stats[key] = dict(raw["obs"][key])
-        else:
-            flat = windows.obs[key].reshape(-1, windows.obs[key].shape[-1])
-            stats[key] = {"min": flat.min(0).values.numpy(), "max": flat.max(0).values.numpy()}
-    return stats
 
 
 # ----------------------------------------------------------------------------- training
@@ -149,9 +74,10 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _resolve_config(
-    config: DiffusionPolicyConfig | Mapping[str, Any], dims: dict[str, int]
-) -> DiffusionPolicyConfig:
+def _resolve_config(config: DiffusionPolicyConfig | Mapping[str, Any], path: Path) -> DiffusionPolicyConfig:
+    """The policy config with what the dataset decides filled in: ``obs_dim``, ``action_dim``,
+    ``obs_key_dims`` and, for a vision policy, ``vision.image_keys`` (every camera of the demos) and
+    ``vision.image_shape``; given values must match the dataset."""
     if isinstance(config, DiffusionPolicyConfig):
         data = config.to_dict()
     elif isinstance(config, Mapping):
@@ -159,6 +85,9 @@ def _resolve_config(
     else:
         raise ValueError(f"config must be a DiffusionPolicyConfig or a dict, got {type(config).__name__}")
     obs_keys = tuple(data.get("obs_keys", ("state",)))
+    dims = dataset_dims(path, obs_keys)
+    if data.get("vision") is not None:
+        data["vision"] = _resolve_vision(dict(data["vision"]), dataset_images(path), path)
     obs_dims = tuple(dims[k] for k in obs_keys)
     for name, value in (("obs_dim", sum(obs_dims)), ("action_dim", dims["action"])):
         if data.get(name) is None:
@@ -170,15 +99,29 @@ def _resolve_config(
     return DiffusionPolicyConfig.from_dict(data)
 
 
+def _resolve_vision(vision: dict[str, Any], images: dict[str, tuple[int, int]], path: Path) -> dict[str, Any]:
+    if not images:
+        raise ValueError(f"a vision policy needs camera images, but {path} has no uint8 obs/<camera>_image "
+                         "(collect demos with env_kwargs.obs_mode=pixels_state)")
+    keys = vision.get("image_keys") or sorted(images)
+    missing = [k for k in keys if k not in images]
+    if missing:
+        raise ValueError(f"vision.image_keys {missing} are not camera images of {path}; it has {sorted(images)}")
+    shapes = {images[k] for k in keys}
+    if len(shapes) != 1:
+        raise ValueError(f"the cameras {keys} of {path} have different image sizes {sorted(shapes)}")
+    shape = list(shapes.pop())
+    if vision.get("image_shape") not in (None, shape):
+        raise ValueError(f"vision.image_shape={vision['image_shape']} does not match the dataset's images {shape}")
+    return {**vision, "image_keys": list(keys), "image_shape": shape}
+
+
 @torch.no_grad()
 def evaluate_loss(
     policy: DiffusionPolicy, windows: WindowDataset, batch_size: int, seed: int = 0, use_ema: bool = True
 ) -> float:
     """Mean denoising loss over ``windows`` with fixed noise and timesteps (``seed``), using the EMA
-    weights by default (what the checkpoint holds)."""
-    model = policy.model
-    if use_ema:
-        policy.model = policy.ema_model
+    weights by default (what the checkpoint holds; center crops for a vision policy)."""
     was_training = policy.training
     policy.eval()
     try:
@@ -188,10 +131,9 @@ def evaluate_loss(
             batch = windows.__getitems__(list(range(start, min(start + batch_size, len(windows)))))
             batch = _to_device(batch, policy.device)
             n = batch["action"].shape[0]
-            total += float(policy.compute_loss(batch, generator=gen)) * n
+            total += float(policy.compute_loss(batch, generator=gen, use_ema=use_ema)) * n
             count += n
     finally:
-        policy.model = model
         policy.train(was_training)
     return total / max(count, 1)
 
@@ -232,8 +174,7 @@ def train(
     if t.num_threads is not None:
         torch.set_num_threads(t.num_threads)
 
-    obs_keys = tuple(config.obs_keys if isinstance(config, DiffusionPolicyConfig) else config.get("obs_keys", ("state",)))
-    policy_config = _resolve_config(config, dataset_dims(dataset_path, obs_keys))
+    policy_config = _resolve_config(config, dataset_path)
     _seed_everything(t.seed)
 
     train_windows = load_windows(dataset_path, policy_config, "train")
@@ -252,14 +193,14 @@ def train(
     )
     total_steps = t.steps if t.steps is not None else t.epochs * len(loader)
 
-    optimizer = torch.optim.AdamW(policy.model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+    optimizer = torch.optim.AdamW(policy.optimizer_groups(t.weight_decay), lr=t.lr, betas=t.betas)
     scheduler = get_scheduler(
         t.lr_scheduler, optimizer=optimizer, num_warmup_steps=min(t.warmup_steps, total_steps),
         num_training_steps=total_steps,
     )
     e = t.ema
     ema = EMA(
-        policy.model, policy.ema_model, power=e.power if e.enabled else None,
+        policy.trained_modules(), policy.ema_modules(), power=e.power if e.enabled else None,
         inv_gamma=e.inv_gamma, max_decay=e.max_decay if e.enabled else 0.0,
         update_after_step=e.update_after_step,
     )
@@ -307,7 +248,7 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if t.grad_clip_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(policy.model.parameters(), t.grad_clip_norm)
+                    torch.nn.utils.clip_grad_norm_(policy.trained_modules().parameters(), t.grad_clip_norm)
                 optimizer.step()
                 scheduler.step()
                 ema.step()
@@ -333,6 +274,9 @@ def train(
         "entries": log_entries,
         "seconds": seconds,
         "steps_per_second": step / seconds if seconds > 0 else math.nan,
+        "samples_per_second": step * loader.batch_size / seconds if seconds > 0 else math.nan,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux reports KiB
+        "parameters": {name: sum(p.numel() for p in m.parameters()) for name, m in policy.trained_modules().items()},
         "best_loss": best,
     }
     atomic_write_bytes(out / "train_log.json", (json.dumps(log, indent=2, default=float) + "\n").encode())

@@ -152,3 +152,25 @@ def test_env_histories_stack_images_as_uint8_and_state_as_float():
     make_policy("vision_unet").predict_action(obs)  # exactly what the policy takes
     with pytest.raises(ValueError, match="wrist_image"):
         stack_observations(("proprio", "wrist_image"), histories)
+
+
+@pytest.mark.parametrize("name", ["vision_small", "vision_paper"])
+@pytest.mark.parametrize("model", ["unet", "transformer"])
+def test_hydra_policy_configs_build_vision_and_transformer_policies(name, model):
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"policy={name}", f"policy.model={model}", "task=T",
+                                                      "dataset=d.hdf5"])
+    data = OmegaConf.to_container(cfg.policy)
+    assert data["vision"]["image_keys"] is None  # filled in from the dataset by the trainer
+    data["vision"].update(image_keys=["top_image"], image_shape=[84, 84])
+    config = DiffusionPolicyConfig.from_dict(dict(data, obs_dim=4, action_dim=2))
+    assert config.model == model and config.obs_keys == ("proprio",)
+    assert config.vision.backbone.stage_channels == ((64, 128, 256, 512) if name == "vision_paper" else (32, 64))
+    n_emb = config.transformer_config().n_emb
+    assert n_emb == (256 if name == "vision_paper" else 64)
