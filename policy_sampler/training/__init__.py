@@ -2,6 +2,6 @@
 
 from policy_sampler.training.config import EMAConfig, TrainConfig
 from policy_sampler.training.ema import EMA
-from policy_sampler.training.trainer import TrainResult, train
+from policy_sampler.training.trainer import TrainResult, TrainStep, train
 
-__all__ = ["EMA", "EMAConfig", "TrainConfig", "TrainResult", "train"]
+__all__ = ["EMA", "EMAConfig", "TrainConfig", "TrainResult", "TrainStep", "train"]

@@ -46,7 +46,7 @@ from policy_sampler.training.windows import (
     policy_stats,
 )
 
-__all__ = ["TrainResult", "train"]
+__all__ = ["TrainResult", "TrainStep", "train"]
 
 
 def _passthrough(batch: Any) -> Any:
@@ -145,6 +145,43 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     }
 
 
+class TrainStep:
+    """One optimizer step of the recipe on a batch: the DDPM loss of the trained networks (random crops
+    for a vision policy), backward, optional gradient clipping, AdamW over
+    :meth:`DiffusionPolicy.optimizer_groups`, the learning-rate schedule (``total_steps`` long) and the
+    EMA of :meth:`DiffusionPolicy.trained_modules`. ``step(batch, generator)`` returns the loss."""
+
+    def __init__(self, policy: DiffusionPolicy, config: TrainConfig, total_steps: int) -> None:
+        from diffusers.optimization import get_scheduler
+
+        from policy_sampler.training.ema import EMA
+
+        self.policy, self.config = policy, config
+        self.optimizer = torch.optim.AdamW(policy.optimizer_groups(config.weight_decay), lr=config.lr,
+                                           betas=config.betas)
+        self.scheduler = get_scheduler(
+            config.lr_scheduler, optimizer=self.optimizer, num_warmup_steps=min(config.warmup_steps, total_steps),
+            num_training_steps=total_steps,
+        )
+        e = config.ema
+        self.ema = EMA(
+            policy.trained_modules(), policy.ema_modules(), power=e.power if e.enabled else None,
+            inv_gamma=e.inv_gamma, max_decay=e.max_decay if e.enabled else 0.0,
+            update_after_step=e.update_after_step,
+        )
+
+    def __call__(self, batch: Mapping[str, Any], generator: torch.Generator | None = None) -> float:
+        loss = self.policy.compute_loss(batch, generator=generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.policy.trained_modules().parameters(), self.config.grad_clip_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.ema.step()
+        return float(loss.detach())
+
+
 def train(
     config: DiffusionPolicyConfig | Mapping[str, Any],
     dataset_path: str | os.PathLike,
@@ -158,10 +195,7 @@ def train(
     (and ``obs_key_dims``) may be left out and are read from the dataset. ``train_config``: the run's
     :class:`TrainConfig` (default: its defaults). ``metadata`` is recorded in the checkpoints.
     """
-    from diffusers.optimization import get_scheduler
     from tqdm import tqdm
-
-    from policy_sampler.training.ema import EMA
 
     t = TrainConfig() if train_config is None else train_config
     if not isinstance(t, TrainConfig):
@@ -193,17 +227,7 @@ def train(
     )
     total_steps = t.steps if t.steps is not None else t.epochs * len(loader)
 
-    optimizer = torch.optim.AdamW(policy.optimizer_groups(t.weight_decay), lr=t.lr, betas=t.betas)
-    scheduler = get_scheduler(
-        t.lr_scheduler, optimizer=optimizer, num_warmup_steps=min(t.warmup_steps, total_steps),
-        num_training_steps=total_steps,
-    )
-    e = t.ema
-    ema = EMA(
-        policy.trained_modules(), policy.ema_modules(), power=e.power if e.enabled else None,
-        inv_gamma=e.inv_gamma, max_decay=e.max_decay if e.enabled else 0.0,
-        update_after_step=e.update_after_step,
-    )
+    train_step = TrainStep(policy, t, total_steps)
     noise_gen = torch.Generator(device=device).manual_seed(t.seed + 1)
 
     meta = {
@@ -228,7 +252,7 @@ def train(
         else:
             score = train_mean
         entry = {"step": step, "train_loss": train_mean, "val_loss": score if valid_windows is not None else None,
-                 "lr": scheduler.get_last_lr()[0], "ema_decay": ema.decay}
+                 "lr": train_step.scheduler.get_last_lr()[0], "ema_decay": train_step.ema.decay}
         log_entries.append(entry)
         step_meta = {**meta, "step": step, "train_loss": train_mean,
                      "val_loss": score if valid_windows is not None else None}
@@ -244,15 +268,7 @@ def train(
         while step < total_steps:
             for batch in loader:
                 batch = _to_device(batch, device)
-                loss = policy.compute_loss(batch, generator=noise_gen)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if t.grad_clip_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(policy.trained_modules().parameters(), t.grad_clip_norm)
-                optimizer.step()
-                scheduler.step()
-                ema.step()
-                value = float(loss.detach())
+                value = train_step(batch, noise_gen)
                 if not math.isfinite(value):
                     raise FloatingPointError(f"training loss became {value} at step {step + 1}")
                 train_losses.append(value)
