@@ -5,29 +5,32 @@
 #   2. training (budget: STUDY_VISION_STEPS steps at batch 64 for the vision policies, STUDY_STATE_STEPS
 #      at batch 256 for the state transformer; the state U-Net is assets/policies/obstacle_reach_small,
 #      trained by scripts/demo.sh on the same 60 demos for 3000 steps at batch 256),
-#   3. evaluation on held-out env seeds (from 1000) of ddpm, picard, paradigms, speculative,
-#      speculative_picard and DDIM-10 for every policy,
-#   4. the tables (scripts/vision_transformer_tables.py) and the training benchmark
-#      (scripts/benchmark_training.py).
-# Stages run in order; STUDY_STAGES picks some ("demos train eval tables"), STUDY_RUNS some of the
+#   3. evaluation on held-out env seeds (from 1000): success of ddpm, paradigms, speculative_picard and
+#      DDIM-10 on STUDY_EPISODES episodes rolled side by side (eval_<run>/), and the rounds per chunk of
+#      the exact samplers at batch 1 (one env at a time) on STUDY_ROUND_EPISODES episodes (rounds_<run>/),
+#   4. the training benchmark (scripts/benchmark_training.py: run it on a quiet machine) and the tables
+#      (scripts/vision_transformer_tables.py).
+# Stages run in order; STUDY_STAGES picks some ("demos train eval bench tables"), STUDY_RUNS some of the
 # runs (reach_vision metaworld_vision reach_transformer reach_unet). Everything goes to $STUDY_OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 OUT=${STUDY_OUT:-results/vision_transformer}
-STAGES=${STUDY_STAGES:-demos train eval tables}
+STAGES=${STUDY_STAGES:-demos train eval bench tables}
 RUNS=${STUDY_RUNS:-reach_vision metaworld_vision reach_transformer reach_unet}
 N_DEMOS=${STUDY_DEMOS:-100}
 VISION_STEPS=${STUDY_VISION_STEPS:-3000}
 STATE_STEPS=${STUDY_STATE_STEPS:-3000}
 EPISODES=${STUDY_EPISODES:-50}
+ROUND_EPISODES=${STUDY_ROUND_EPISODES:-10}
 PY=${PYTHON:-.venv/bin/python}
 export MUJOCO_GL=${MUJOCO_GL:-egl} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 REACH=PolicySampler/ObstacleReach-v0
 BUTTON=PolicySampler/MetaWorld-button-press-topdown-v3
-SAMPLERS="[ddpm,picard,paradigms,speculative,speculative_picard]"
+SAMPLERS="[ddpm,paradigms,speculative_picard]"
 BASELINES="[{label: ddim-10, sampler: ddim, num_inference_steps: 10}]"
+ROUND_SAMPLERS="[speculative,speculative_picard,autospeculative,paradigms]"
 mkdir -p "$OUT"
 start=$SECONDS
 stamp() { echo "[study $((SECONDS - start)) s] $*"; }
@@ -36,6 +39,8 @@ has() { [[ " $1 " == *" $2 "* ]]; }
 task_of() { case $1 in metaworld_*) echo $BUTTON ;; *) echo $REACH ;; esac; }
 demos_of() { case $1 in reach_vision) echo reach_pixels ;; metaworld_vision) echo button_pixels ;; *) echo reach_state ;; esac; }
 checkpoint_of() { if [ "$1" = reach_unet ]; then echo assets/policies/obstacle_reach_small; else echo "$OUT/$1"; fi; }
+# Meta-World episodes are capped at 200 steps (2x the longest button-press-topdown demo, 94 steps) instead of 500
+max_steps_of() { case $1 in metaworld_*) echo 200 ;; *) echo null ;; esac; }
 
 if has "$STAGES" demos; then
   stamp "demos"
@@ -64,11 +69,20 @@ fi
 
 if has "$STAGES" eval; then
   for run in $RUNS; do
+    common=(checkpoint="$(checkpoint_of "$run")" task="$(task_of "$run")" seed=1000 num_threads=1 progress=false
+            max_steps="$(max_steps_of "$run")")
     stamp "evaluating $run"
-    $PY scripts/evaluate.py checkpoint="$(checkpoint_of "$run")" task="$(task_of "$run")" samplers="$SAMPLERS" \
-      "baselines=$BASELINES" n_episodes="$EPISODES" seed=1000 out_dir="$OUT/eval_$run" num_threads=1 \
-      videos=1 progress=false
+    $PY scripts/evaluate.py "${common[@]}" samplers="$SAMPLERS" "baselines=$BASELINES" n_episodes="$EPISODES" \
+      out_dir="$OUT/eval_$run" videos=1
+    stamp "rounds of $run at batch 1"
+    $PY scripts/evaluate.py "${common[@]}" samplers="$ROUND_SAMPLERS" "baselines=[]" n_episodes="$ROUND_EPISODES" \
+      n_envs=1 out_dir="$OUT/rounds_$run" videos=0
   done
+fi
+
+if has "$STAGES" bench; then
+  stamp "training benchmark"
+  $PY scripts/benchmark_training.py --out "$OUT"
 fi
 
 if has "$STAGES" tables; then
