@@ -43,12 +43,12 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import h5py
 import numpy as np
 
-from policy_sampler.data.observations import flat_observation
+from policy_sampler.data.observations import STATE_KEY, is_image, split_observation
 from policy_sampler.serialization import atomic_path, scalar_info
 from policy_sampler.validation import check_int
 
@@ -63,8 +63,6 @@ __all__ = [
     "dataset_statistics",
     "diffusion_policy_window",
     "expert_seed",
-    "is_image",
-    "split_observation",
     "demo_names",
     "load_sequence_dataset",
     "make_env_args",
@@ -72,7 +70,7 @@ __all__ = [
     "write_robomimic_hdf5",
 ]
 
-OBS_KEY = "state"  # the single low-dim observation key: the task's flat observation vector
+OBS_KEY = STATE_KEY  # the low-dim observation key of the task's flat state vector
 _ENV_PREFIX = "policy_sampler_envs:"
 _EXPERT_SEED_SALT = 0x5EED_E4BE  # mixes the env seed into the expert seed
 
@@ -138,25 +136,6 @@ def expert_seed(seed: int) -> int:
     """The expert's seed for the episode whose env seed is ``seed`` (deterministic, distinct)."""
     state = np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, _EXPERT_SEED_SALT])
     return int(state.generate_state(1, dtype=np.uint32)[0])
-
-
-def is_image(array: np.ndarray) -> bool:
-    """A camera image (or a sequence of them): uint8 with 3 channels last."""
-    return array.dtype == np.uint8 and array.ndim >= 3 and array.shape[-1] == 3
-
-
-def split_observation(obs: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The flat ``state`` vector of an observation and its other entries: a dict observation with a
-    ``"state"`` entry (``obs_mode="pixels_state"``) gives that and the rest (images kept uint8, low-dim
-    entries as float32 vectors); anything else is flattened whole, with no other entries."""
-    if isinstance(obs, Mapping) and OBS_KEY in obs:
-        extra = {}
-        for key, value in obs.items():
-            if key != OBS_KEY:
-                array = np.asarray(value)
-                extra[str(key)] = array if is_image(array) else array.astype(np.float32).reshape(-1)
-        return np.asarray(obs[OBS_KEY], np.float32).reshape(-1), extra
-    return flat_observation(obs), {}
 
 
 def collect_episode(

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from policy_sampler.data.demos import dataset_statistics, demo_names, is_image, load_sequence_dataset
+from policy_sampler.data.demos import dataset_statistics, demo_names, load_sequence_dataset
+from policy_sampler.data.observations import is_image
 from policy_sampler.policy import DiffusionPolicyConfig
 
 __all__ = ["WindowDataset", "dataset_dims", "dataset_images", "load_windows", "policy_stats"]

@@ -112,6 +112,8 @@ def test_a_vision_policy_rolls_in_its_task_from_pixels(pixel_demos, tmp_path):
     calls = []
     policy.ema_obs_encoder.register_forward_hook(lambda *a: calls.append(1))
     report, _ = evaluate_sampler(policy, TASK, SamplerSpec("speculative_picard", "speculative_picard"), 2, seed=7,
-                                 rollout=RolloutConfig(max_steps=12))
+                                 rollout=RolloutConfig(max_steps=12, record_trajectories=True))
     assert [e["length"] for e in report.episodes] == [12, 12]
     assert len(report.chunks) == len(calls) == 3  # one encoder pass per chunk (12 steps / 4 actions)
+    # trajectories keep the state vector of state mode, not the frames
+    assert report.trajectories[0]["observations"].shape == (12, 8)
