@@ -203,7 +203,8 @@ class DenoiserRuntime:
     def _forward(self, x: Tensor, t: Tensor, cond: Tensor | None) -> Tensor:
         if self.dtype is None:
             return self.denoiser(x, t, cond)
-        with torch.autocast(device_type=x.device.type, dtype=self.dtype):
+        # no weight-cast cache: it would outlive a CUDA-graph capture (PyTorch's CUDA-graph rule)
+        with torch.autocast(device_type=x.device.type, dtype=self.dtype, cache_enabled=False):
             out = self.denoiser(x, t, cond)
         return out.to(x.dtype)
 
