@@ -48,17 +48,16 @@ from gpu_check_report import write_report  # noqa: E402
 
 PRESETS = {
     "gpu": Preset(models=("paper", "small"), rows=(1, 8, 64, 101, 256, 1024),
-                  modes=("eager", "cuda_graph", "compile"), precisions=("fp32", "tf32", "bf16"),
+                  precisions=("fp32", "tf32", "bf16"),
                   call_repeats=30, sampler_model="paper", sampler_mode="cuda_graph",
                   sampler_precisions=("fp32", "tf32"), batches=(1, 8), chunk_repeats=15, steps=None,
                   episode_ticks=100, budget_s=420.0, compile_backend="inductor", compile_rows=(1, 101, 8, 64, 256, 1024),
                   compile_guess_s=100.0, run_pytest=True),
-    "cpu": Preset(models=("small",), rows=(1, 8, 64, 101), modes=("eager", "compile"),
-                  precisions=("fp32", "bf16"), call_repeats=5, sampler_model="small", sampler_mode="eager",
+    "cpu": Preset(models=("small",), rows=(1, 8, 64, 101), precisions=("fp32", "bf16"), call_repeats=5, sampler_model="small", sampler_mode="eager",
                   sampler_precisions=("fp32",), batches=(1, 2), chunk_repeats=3, steps=None,
                   episode_ticks=20, budget_s=270.0, compile_backend="aot_eager", compile_rows=(1, 101, 8, 64),
                   compile_guess_s=30.0, run_pytest=True),
-    "tiny": Preset(models=("tiny",), rows=(1, 8), modes=("eager", "compile"), precisions=("fp32", "bf16"),
+    "tiny": Preset(models=("tiny",), rows=(1, 8), precisions=("fp32", "bf16"),
                    call_repeats=2, sampler_model="tiny", sampler_mode="eager", sampler_precisions=("fp32",),
                    batches=(1, 2), chunk_repeats=2, steps=8, episode_ticks=4, budget_s=50.0,
                    compile_backend="aot_eager", compile_rows=(1,), compile_guess_s=5.0, run_pytest=False),
@@ -67,6 +66,7 @@ PRESETS = {
 SECTION_SHARE = {"pytest": 0.2, "per_call": 0.25, "samplers": 0.25, "trained": 0.12, "episode": 0.1,
                  "audit": 0.05}
 MIN_SECTION_S = 10.0
+
 
 class Clock:
     """The run's deadline; sections take at most their share of it and never start past it."""
@@ -79,6 +79,7 @@ class Clock:
 
     def deadline(self, share_s: float) -> float:
         return time.perf_counter() + max(0.0, min(share_s, self.left()))
+
 
 def run_section(record: list[dict[str, Any]], name: str, clock: Clock, share_s: float,
                 fn: Callable[[float], Any]) -> Any:
@@ -99,6 +100,7 @@ def run_section(record: list[dict[str, Any]], name: str, clock: Clock, share_s: 
     record.append(dict(name=name, status=status, seconds=round(seconds, 1), note=note[:2000]))
     log(f"{name}: {status} in {seconds:.1f} s {note[:300]}")
     return result
+
 
 # ---------------------------------------------------------------------------------------------- main
 def main() -> int:
@@ -133,34 +135,32 @@ def main() -> int:
     def save() -> None:
         write_report(summary, out)
 
-    steps: list[tuple[str, float, Callable[[float], Any], str | None]] = []
+    # (title, budget, fn(deadline), summary key for its result, what it needs from an earlier section)
+    steps: list[tuple[str, float, Callable[[float], Any], str | None, str | None]] = []
     if preset.run_pytest:
-        steps.append(("pytest -m gpu", share["pytest"], lambda d: pytest_gpu(d, out), "pytest"))
+        steps.append(("pytest -m gpu", share["pytest"], lambda d: pytest_gpu(d, out), "pytest", None))
     steps += [
         ("per-call latency (eager, cuda_graph)", share["per_call"],
-         lambda d: per_call(d, preset, device, ("eager", "cuda_graph"), summary["per_call"]), None),
+         lambda d: per_call(d, preset, device, ("eager", "cuda_graph"), summary["per_call"]), None, None),
         ("samplers (random weights)", share["samplers"],
-         lambda d: samplers(d, preset, device, summary["per_call"], summary["samplers"], keep), None),
-        ("host-sync audit", share["audit"], lambda d: audit(d, device, keep, summary["audit"]), None),
+         lambda d: samplers(d, preset, device, summary["per_call"], summary["samplers"], keep), None, None),
+        ("host-sync audit", share["audit"], lambda d: audit(d, device, keep, summary["audit"]), None, "runtime"),
         ("samplers (trained policy)", share["trained"],
          lambda d: trained(d, preset, device, Path(args.policy), summary["per_call"], summary["samplers"], keep),
-         "trained"),
-        ("ChunkRunner episode at 10 Hz", share["episode"], lambda d: episode(d, preset, keep), "episode"),
+         "trained", None),
+        ("ChunkRunner episode at 10 Hz", share["episode"], lambda d: episode(d, preset, keep), "episode", "policy"),
         ("per-call latency (compile)", clock.total,
-         lambda d: per_call(d, preset, device, ("compile",), summary["per_call"]), None),
+         lambda d: per_call(d, preset, device, ("compile",), summary["per_call"]), None, None),
     ]
-    for title, budget, fn, key in steps:
-        if title == "host-sync audit":
-            if "runtime" not in keep:
-                sections.append(dict(name=title, status="skipped", seconds=0.0, note="no warmed sampler runtime"))
-                continue
-        if title == "ChunkRunner episode at 10 Hz" and "policy" not in keep:
-            sections.append(dict(name=title, status="skipped", seconds=0.0, note="no trained policy loaded"))
+    for title, budget, fn, key, needs in steps:
+        if needs is not None and needs not in keep:
+            sections.append(dict(name=title, status="skipped", seconds=0.0,
+                                 note=f"no {needs} from an earlier section (see its error)"))
             continue
         result = run_section(sections, title, clock, budget, fn)
         if key is not None:
             summary[key] = result
-        if title == "host-sync audit":
+        if needs == "runtime":  # the audit was the last user of the random-weight graphs
             keep.pop("runtime", None)
             free(device)
         save()

@@ -8,7 +8,7 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY=${PYTHON:-python3}
-export PYTHONUNBUFFERED=1 MUJOCO_GL=${MUJOCO_GL:-disable}
+export PYTHONUNBUFFERED=1 MUJOCO_GL=${MUJOCO_GL:-disable} HF_HUB_OFFLINE=1  # nothing is fetched
 export PYTHONPATH="$ROOT:$ROOT/envs${PYTHONPATH:+:$PYTHONPATH}"
 
 WHEELS=${GPU_WHEELS:-$ROOT/.gpu_wheels}  # where scripts/gpu_wheels.sh put them

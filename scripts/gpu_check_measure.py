@@ -35,13 +35,13 @@ PRECISIONS = {"fp32": dict(tf32=False), "tf32": dict(tf32=True), "bf16": dict(dt
 EXTRA_CONFIGS = (("speculative_picard tau=30 trim", "speculative_picard",
                   {"prior_precision": 30.0, "trim_window": True}),)
 
+
 @dataclass(frozen=True)
 class Preset:
     """Sizes of one run: what each section measures, and the whole run's time budget."""
 
     models: tuple[str, ...]  # per-call table: 'tiny', 'small', 'paper'
     rows: tuple[int, ...]
-    modes: tuple[str, ...]
     precisions: tuple[str, ...]
     call_repeats: int
     sampler_model: str
@@ -60,6 +60,7 @@ class Preset:
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
 
 # ---------------------------------------------------------------------------------------------- setup
 def environment(device: torch.device) -> dict[str, Any]:
