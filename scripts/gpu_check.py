@@ -59,7 +59,7 @@ PRESETS = {
                   compile_guess_s=30.0, run_pytest=True),
     "tiny": Preset(models=("tiny",), rows=(1, 8), precisions=("fp32", "bf16"),
                    call_repeats=2, sampler_model="tiny", sampler_mode="eager", sampler_precisions=("fp32",),
-                   batches=(1, 2), chunk_repeats=2, steps=8, episode_ticks=4, budget_s=50.0,
+                   batches=(1, 2), chunk_repeats=1, steps=8, episode_ticks=4, budget_s=50.0,
                    compile_backend="aot_eager", compile_rows=(1,), compile_guess_s=5.0, run_pytest=False),
 }
 # seconds each section may take at most, as fractions of the whole budget (compile gets what is left)
