@@ -13,7 +13,6 @@ the same arithmetic as ``DDPMScheduler.step`` (Ho et al. 2020, eq. 7) and ``DDIM
 
 from __future__ import annotations
 
-import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -21,6 +20,8 @@ from typing import Any, Sequence
 
 import torch
 from torch import Tensor
+
+from policy_sampler.validation import check_int, check_number
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
@@ -63,13 +64,11 @@ class NoiseSchedule:
             raise ValueError(
                 f"timesteps must lie in [0, {self.alphas_cumprod.numel() - 1}], got {ts.tolist()}"
             )
-        if not 0 < self.clip_sample_range < math.inf:
-            raise ValueError(f"clip_sample_range must be a positive finite number, got {self.clip_sample_range}")
+        check_number("clip_sample_range", self.clip_sample_range, positive=True)
         a = self.alphas_cumprod
         if a.ndim != 1 or not a.dtype.is_floating_point or not bool(((a > 0) & (a <= 1)).all()):
             raise ValueError("alphas_cumprod must be a 1-D float tensor with every value in (0, 1]")
-        if not 0 < self.final_alpha_cumprod <= 1:
-            raise ValueError(f"final_alpha_cumprod must lie in (0, 1], got {self.final_alpha_cumprod}")
+        check_number("final_alpha_cumprod", self.final_alpha_cumprod, positive=True, maximum=1)
 
     @property
     def num_steps(self) -> int:
@@ -113,14 +112,8 @@ class NoiseSchedule:
             )
         if num_inference_steps is not None and timesteps is not None:
             raise ValueError("pass num_inference_steps or timesteps, not both")
-        n_train = int(config.num_train_timesteps)
-        if num_inference_steps is not None and (
-            isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int)
-            or not 1 <= num_inference_steps <= n_train
-        ):
-            raise ValueError(
-                f"num_inference_steps must be an int in [1, num_train_timesteps={n_train}], got {num_inference_steps!r}"
-            )
+        num_inference_steps = check_int("num_inference_steps", num_inference_steps, minimum=1,
+                                        maximum=int(config.num_train_timesteps), allow_none=True)
 
         if timesteps is not None:
             steps = torch.as_tensor(list(timesteps), dtype=torch.int64)
@@ -171,11 +164,10 @@ class NoiseSchedule:
     def ddim_chain(self, eta: float = 0.0) -> "GaussianChain":
         """The DDIM chain of ``DDIMScheduler.step`` (Song et al. 2021, eq. 12) with the given ``eta``
         (built once per schedule and eta)."""
-        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta < math.inf:
-            raise ValueError(f"eta must be a non-negative finite number, got {eta!r}")
-        key = ("ddim", float(eta))
+        eta = check_number("eta", eta, minimum=0)
+        key = ("ddim", eta)
         if key not in self._chains:
-            self._chains[key] = self._ddim_chain(float(eta))
+            self._chains[key] = self._ddim_chain(eta)
         return self._chains[key]
 
     def _ddim_chain(self, eta: float) -> "GaussianChain":

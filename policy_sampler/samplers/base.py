@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from policy_sampler.schedule import NoiseSchedule
+from policy_sampler.validation import check_int, check_number
 
 
 class Denoiser(Protocol):
@@ -346,6 +347,7 @@ def _sampler_class(name: str) -> type[Sampler]:
 
 def check_positive(name: str, value: Any, *, integer: bool = False) -> None:
     """Raise ``ValueError`` naming ``name`` unless ``value`` is a positive finite (integer) number."""
-    kind = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or not 0 < value < math.inf:
-        raise ValueError(f"{name} must be a positive finite {'integer' if integer else 'number'}, got {value!r}")
+    if integer:
+        check_int(name, value, minimum=1)
+    else:
+        check_number(name, value, positive=True)

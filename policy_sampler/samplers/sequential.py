@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 from torch import Tensor
 
 from policy_sampler.samplers.base import DenoiserCall, SampleResult, Sampler, register_sampler
 from policy_sampler.schedule import GaussianChain, NoiseSchedule
+from policy_sampler.validation import check_number
 
 
 def run_chain(call: DenoiserCall, chain: GaussianChain, x: Tensor, noise: Tensor) -> Tensor:
@@ -47,9 +46,7 @@ class DDIMSampler(Sampler):
     exact = False
 
     def __init__(self, eta: float = 0.0) -> None:
-        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta < math.inf:
-            raise ValueError(f"eta must be a non-negative finite number, got {eta!r}")
-        self.eta = float(eta)
+        self.eta = check_number("eta", eta, minimum=0)
 
     def _sample(self, call, schedule: NoiseSchedule, x_T, noise, generator) -> SampleResult:
         x0 = run_chain(call, schedule.ddim_chain(self.eta), x_T, noise)
