@@ -34,7 +34,7 @@ def test_every_section_runs(checked):
     assert set(status.values()) == {"ok"}, summary["sections"]
     assert {"per-call latency (eager, cuda_graph)", "samplers (random weights)", "host-sync audit",
             "samplers (trained policy)", "ChunkRunner episode at 10 Hz", "per-call latency (compile)"} <= set(status)
-    assert "audit: 16 ok, 0 not ok" in stdout
+    assert "audit: 16 ok, 0 failed, 0 skipped" in stdout
 
 
 def test_summary_has_the_contract_fields(checked):
