@@ -33,8 +33,9 @@ def make_client(tmp_path, video_cache):
     clients = []
 
     def make(annotators: int | None = 2, db: Path | None = None, settings: StudySettings | None = None):
-        app, admin, tokens = prepare_study(settings or small_settings(), db or tmp_path / "study.db",
-                                           video_cache, annotators)
+        db = db or tmp_path / "study.db"
+        app, admin, tokens = prepare_study(settings or small_settings(), db, video_cache, annotators,
+                                           tokens_file=db.with_name(db.stem + "_tokens.json"))
         client = TestClient(app)
         clients.append(client)
         return client, admin, tokens
@@ -71,7 +72,7 @@ def server_factory(tmp_path, video_cache):
     servers = []
 
     def make(annotators: int = 2, overrides: tuple[str, ...] = (), workdir: Path | None = None) -> StudyServer:
-        """``scripts/preference_study.py study=loadtest`` (tiny videos) in a subprocess, not started."""
+        """``python -m policy_sampler.study study=loadtest`` (tiny videos) in a subprocess, not started."""
         server = StudyServer(workdir or tmp_path, ["study=loadtest", f"annotators={annotators}", f"cache_dir={video_cache}",
                                                    "study.video.width=32", "study.video.height=32", *overrides])
         servers.append(server)
