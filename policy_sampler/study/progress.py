@@ -1,7 +1,7 @@
 """Admin views of a study: the answers as a JSON list or CSV and the full JSON export (research note
-§5.2, "Export"), each streamed a page of answers at a time (one query per page, rendered in the
-worker thread that reads it), so a large study's export neither holds the event loop nor slows the
-writer."""
+§5.2, "Export"), each streamed a page of answers at a time from a worker thread (one query per page;
+the JSON rendered by SQLite itself, outside Python's GIL), so a large study's export neither holds
+the event loop nor the writer."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ def answers_json(db: StudyDB, prefix: bytes = b"[", suffix: bytes = b"]") -> Ite
     """Every stored answer as a JSON list (between ``prefix`` and ``suffix``), a page per chunk."""
     yield prefix
     sep = b""
-    for page in db.answer_pages():
-        yield sep + b",".join(json.dumps(jsonable(row), separators=(",", ":")).encode() for row in page)
+    for page in db.answer_json_pages():
+        yield sep + page.encode()
         sep = b","
     yield suffix
 

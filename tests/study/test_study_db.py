@@ -5,6 +5,7 @@ transaction and none is acknowledged before it is on disk."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import stat
@@ -130,6 +131,8 @@ def test_undo_keeps_the_record_and_serves_the_query_again(tmp_path):
         (q1, "left", True), (q2, "skip", True), (q2, "right", True)]  # every record stays
     progress = db.progress()[0]
     assert (progress["answered"], progress["undone"], progress["skipped"]) == (0, 3, 0)
+    pages = list(db.answer_json_pages(page_size=2))  # the export's pages, rendered by SQLite
+    assert len(pages) == 2 and json.loads("[" + ",".join(pages) + "]") == answers
 
 
 def test_group_commit_shares_transactions_and_acknowledges_only_what_is_on_disk(tmp_path):
