@@ -158,7 +158,7 @@ def test_a_study_on_policy_rollouts(make_client, study_settings, tmp_path, beare
     format), replayed for the videos; its queries are served like any other."""
     from policy_sampler.study import StudySettings
     from policy_sampler.study.pool import expert_episodes
-    from policy_sampler.sweep.candidates import write_candidates
+    from policy_sampler.data.candidates import write_candidates
 
     path = write_candidates(expert_episodes("PolicySampler/ObstacleReach-v0", [40, 41, 42, 43]), tmp_path / "candidates.npz")
     cfg = {"name": "policy-test", "task": "PolicySampler/ObstacleReach-v0", "pool": {"candidates": str(path)},
