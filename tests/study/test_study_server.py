@@ -102,7 +102,7 @@ def test_every_hostile_body_leaves_the_keep_alive_connection_usable(server_facto
 
 def test_slowloris_is_cut_off_and_does_not_starve_a_real_client(server_factory, bearer):
     server = server_factory(annotators=1, overrides=("head_timeout_s=1.5", "max_waiting_connections=20",
-                                                     "limit_concurrency=30"))
+                                                     "limit_concurrency=30", "body_timeout_s=1.0"))
     server.start()
     tok = server.tokens["annotators"][0]
     slow = []
@@ -141,6 +141,14 @@ def test_slowloris_is_cut_off_and_does_not_starve_a_real_client(server_factory, 
         closed += data == b""
         s.close()
     assert closed == len(slow)  # every half-open connection was closed by the server
+    with socket.create_connection(("127.0.0.1", server.port)) as s:  # a body that never ends: 408, closed
+        s.sendall(f"POST /api/answers HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {tok}\r\n"
+                  "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{".encode())
+        s.settimeout(5)
+        reply = b""
+        while chunk := s.recv(4096):
+            reply += chunk
+        assert reply.startswith(b"HTTP/1.1 408") and b'"error"' in reply
 
 
 def test_sigkill_mid_stream_loses_no_acknowledged_answer(server_factory):
