@@ -200,8 +200,9 @@ def create_app(study: Study, tokens: TokenCheck, video_dir: str | Path, options:
     def admin(request: Request) -> None:
         token = bearer(request)
         if not tokens.is_admin(token):
-            raise _Rejected(403 if tokens.annotator(token) is not None else 401,
-                            "admin token required" if tokens.annotator(token) is not None else "unknown token")
+            if tokens.annotator(token) is not None:
+                raise _Rejected(403, "admin token required")
+            raise _Rejected(401, "unknown token")
 
     async def next_query(request: Request) -> Response:
         annotator_id = annotator(request)
