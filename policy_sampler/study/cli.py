@@ -20,6 +20,8 @@ import hydra
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
+from policy_sampler.validation import check_bool, check_int
+
 SERVER_KEYS = ("host", "port", "max_body_bytes", "body_timeout_s", "head_timeout_s", "max_waiting_connections",
                "limit_concurrency", "timeout_keep_alive_s", "max_header_bytes", "allowed_hosts", "log_level")
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
@@ -41,13 +43,13 @@ def run(cfg: DictConfig) -> int:
     """Check the arguments, prepare the study, print the links and serve."""
     db = _path(cfg, "db")
     tokens_file = _path(cfg, "tokens_file")
-    annotators = cfg.annotators
-    if annotators is None and not db.exists():
+    if cfg.annotators is None and not db.exists():
         _fail(f"annotators is required for a new study database ({db} does not exist)")
-    if annotators is not None and (isinstance(annotators, bool) or not isinstance(annotators, int) or annotators < 1):
-        _fail(f"annotators must be an integer >= 1, got {annotators!r}")
-    if not isinstance(cfg.rotate_tokens, bool):
-        _fail(f"rotate_tokens must be true or false, got {cfg.rotate_tokens!r}")
+    try:
+        annotators = check_int("annotators", cfg.annotators, minimum=1, allow_none=True)
+        rotate_tokens = check_bool("rotate_tokens", cfg.rotate_tokens)
+    except ValueError as exc:
+        _fail(str(exc))
     cache_dir = Path(to_absolute_path(str(cfg.cache_dir))) if cfg.cache_dir else db.parent / "study_videos"
 
     from policy_sampler.study.app import AppOptions
@@ -60,7 +62,7 @@ def run(cfg: DictConfig) -> int:
         settings = StudySettings.from_config(OmegaConf.to_container(cfg.study, resolve=True))
         options = AppOptions(server.max_body_bytes, server.body_timeout_s, server.accepted_hosts())
         app, admin, tokens = prepare_study(
-            settings, db, cache_dir, annotators, tokens_file=tokens_file, rotate_tokens=cfg.rotate_tokens,
+            settings, db, cache_dir, annotators, tokens_file=tokens_file, rotate_tokens=rotate_tokens,
             progress=lambda line: print(line, flush=True), options=options)
     except ValueError as exc:
         _fail(str(exc))

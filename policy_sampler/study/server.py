@@ -17,6 +17,8 @@ import asyncio
 from dataclasses import dataclass, fields
 from typing import Any
 
+from policy_sampler.validation import check_int, check_number
+
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -44,20 +46,12 @@ class ServerSettings:
         if unknown:
             raise ValueError(f"unknown server setting(s) {unknown}; known: {sorted(known)}")
         values = {**{k: getattr(cls, k) for k in known}, **cfg}
-        for key in ("port", "max_body_bytes", "max_waiting_connections", "limit_concurrency",
-                    "timeout_keep_alive_s", "max_header_bytes"):
-            value = values[key]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
-        if not values["port"] <= 65535:
-            raise ValueError(f"port must be an integer in [1, 65535], got {values['port']!r}")
-        if values["max_body_bytes"] < 256:
-            raise ValueError(f"max_body_bytes must be an integer >= 256, got {values['max_body_bytes']!r}")
+        minimums = {"port": 1, "max_body_bytes": 256, "max_waiting_connections": 1, "limit_concurrency": 1,
+                    "timeout_keep_alive_s": 1, "max_header_bytes": 1024}
+        for key, minimum in minimums.items():
+            values[key] = check_int(key, values[key], minimum=minimum, maximum=65535 if key == "port" else None)
         for key in ("body_timeout_s", "head_timeout_s"):
-            value = values[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 3600:
-                raise ValueError(f"{key} must be a number of seconds in (0, 3600), got {value!r}")
-            values[key] = float(value)
+            values[key] = check_number(key, values[key], positive=True, maximum=3600)
         hosts = values["allowed_hosts"]
         if hosts is not None:
             if isinstance(hosts, str) or not all(isinstance(h, str) and h for h in hosts):

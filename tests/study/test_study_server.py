@@ -159,3 +159,20 @@ def test_sigkill_mid_stream_loses_no_acknowledged_answer(server_factory):
                        server=server, kills=1, kill_every_s=0.3)
     assert figures["problems"] == [] and figures["kills"] == 1
     assert figures["answers_stored"] == figures["acknowledged"] == 3 * 6 * 10
+
+
+def test_server_settings_are_checked():
+    import pytest
+
+    from policy_sampler.study.server import LOOPBACK_HOSTS, ServerSettings
+
+    assert ServerSettings.from_config({}).accepted_hosts() == LOOPBACK_HOSTS
+    assert ServerSettings.from_config({"host": "0.0.0.0"}).accepted_hosts() is None
+    assert ServerSettings.from_config({"host": "0.0.0.0", "allowed_hosts": ["study.lab"]}).accepted_hosts() == ("study.lab",)
+    bad = [({"port": 0}, "port"), ({"port": 70000}, "port"), ({"head_timeout_s": 0}, "head_timeout_s"),
+           ({"body_timeout_s": float("inf")}, "body_timeout_s"), ({"limit_concurrency": True}, "limit_concurrency"),
+           ({"max_body_bytes": 10}, "max_body_bytes"), ({"allowed_hosts": "localhost"}, "allowed_hosts"),
+           ({"max_waiting": 3}, "unknown server setting")]
+    for cfg, message in bad:
+        with pytest.raises(ValueError, match=message):
+            ServerSettings.from_config(cfg)
