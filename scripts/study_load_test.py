@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument("--duplicates", type=float, default=0.3, help="share of answers sent again (0..1)")
     parser.add_argument("--kills", type=int, default=0, help="SIGKILL and restart the server this many times mid-run")
-    parser.add_argument("--kill-every", type=float, default=1.0, help="seconds between kills")
+    parser.add_argument("--kill-every", type=float, default=0.25, help="seconds from the start (or a restart) to a kill")
     parser.add_argument("--poll-export", action="store_true", help="an admin downloads the export in a loop meanwhile")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=None, help="keep the databases and logs here")

@@ -180,7 +180,7 @@ class _Annotator:
 async def _drive(server_url: str, tokens: list[str], duplicates: float, seed: int, server: StudyServer | None,
                  kills: int, kill_every_s: float) -> tuple[float, dict[str, Any], int]:
     port = int(server_url.rsplit(":", 1)[1])
-    record: dict[str, Any] = {"latencies": [], "problems": [], "acknowledged": set(), "downtime_s": 0.0}
+    record: dict[str, Any] = {"latencies": [], "problems": [], "acknowledged": set(), "downtime_s": 0.0, "kills": 0}
     annotators = [_Annotator(port, token, random.Random(seed * 1000 + k), duplicates, record)
                   for k, token in enumerate(tokens)]
     start = time.perf_counter()
@@ -193,6 +193,7 @@ async def _drive(server_url: str, tokens: list[str], duplicates: float, seed: in
                 return
             down = time.perf_counter()
             server.kill()
+            record["kills"] += 1
             await asyncio.to_thread(server.start)
             record["downtime_s"] += time.perf_counter() - down
 
@@ -218,10 +219,10 @@ def _poll_export(url: str, admin: str, stop: threading.Event, polls: list[float]
 
 
 def run_load(url: str, admin: str, tokens: list[str], duplicates: float = 0.3, seed: int = 0, *,
-             server: StudyServer | None = None, kills: int = 0, kill_every_s: float = 1.0,
+             server: StudyServer | None = None, kills: int = 0, kill_every_s: float = 0.25,
              poll_export: bool = False) -> dict[str, Any]:
-    """Every annotator answers everything at once (``kills`` SIGKILL + restarts of ``server``
-    every ``kill_every_s`` meanwhile; ``poll_export``: an admin downloads the export in a loop);
+    """Every annotator answers everything at once (up to ``kills`` SIGKILL + restarts of ``server``,
+    ``kill_every_s`` after the start and after each restart, while work is left; ``poll_export``: an admin downloads the export in a loop);
     returns the figures and ``problems`` (empty when every acknowledged answer is stored, every
     query answered exactly once and every duplicate got 200 with the stored answer)."""
     stop, polls = threading.Event(), []
@@ -255,6 +256,6 @@ def run_load(url: str, admin: str, tokens: list[str], duplicates: float = 0.3, s
         "posts": len(ms), "duplicate_posts": len(ms) - answered, "wall_s": wall,
         "answers_per_s": answered / wall, "posts_per_s": len(ms) / wall,
         "post_latency_ms_p50": float(np.percentile(ms, 50)), "post_latency_ms_p99": float(np.percentile(ms, 99)),
-        "post_latency_ms_max": float(ms.max()), "kills": kills if server is not None else 0,
+        "post_latency_ms_max": float(ms.max()), "kills": record["kills"],
         "downtime_s": record["downtime_s"], "export_polls": len(polls), "problems": problems,
     }

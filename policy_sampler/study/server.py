@@ -120,8 +120,17 @@ def guarded_h11(head_timeout_s: float, max_waiting: int) -> type[asyncio.Protoco
 
 
 def serve(app: Any, settings: ServerSettings) -> None:
-    """Run ``app`` under uvicorn with ``settings``' limits until interrupted."""
+    """Run ``app`` under uvicorn with ``settings``' limits until interrupted.
+
+    Everything allocated so far (the imported libraries: about 200 000 objects with torch) is moved
+    out of the garbage collector's sight first (``gc.freeze``): a full collection over them takes
+    about 75 ms here, which every request waiting at that moment would add to its latency."""
+    import gc
+
     import uvicorn
+
+    gc.collect()
+    gc.freeze()
 
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False,
