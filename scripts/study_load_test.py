@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             figures.update(machine=_machine(), batches=args.batches, batch_size=args.batch_size,
                            duplicates=args.duplicates, poll_export=args.poll_export)
             rows.append(figures)
-    print(f"| annotators | answers stored (acknowledged) | duplicate POSTs | kills | export polls | wall s "
-          f"| answers/s | POST p50 ms | p99 ms | max ms | problems |")
+    print("| annotators | answers stored (acknowledged) | duplicate POSTs | kills | export polls | wall s "
+          "| answers/s | POST p50 ms | p99 ms | max ms | problems |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for f in rows:
         print(f"| {f['annotators']} | {f['answers_stored']} ({f['acknowledged']}) | {f['duplicate_posts']} | {f['kills']} "

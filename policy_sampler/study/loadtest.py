@@ -222,7 +222,8 @@ def run_load(url: str, admin: str, tokens: list[str], duplicates: float = 0.3, s
              server: StudyServer | None = None, kills: int = 0, kill_every_s: float = 0.25,
              poll_export: bool = False) -> dict[str, Any]:
     """Every annotator answers everything at once (up to ``kills`` SIGKILL + restarts of ``server``,
-    ``kill_every_s`` after the start and after each restart, while work is left; ``poll_export``: an admin downloads the export in a loop);
+    ``kill_every_s`` after the start and after each restart, while work is left; ``poll_export``: an
+    admin downloads the export in a loop);
     returns the figures and ``problems`` (empty when every acknowledged answer is stored, every
     query answered exactly once and every duplicate got 200 with the stored answer)."""
     stop, polls = threading.Event(), []

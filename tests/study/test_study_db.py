@@ -170,8 +170,10 @@ def test_concurrent_writers_store_each_answer_exactly_once(tmp_path):
         while (q := db.current_query(annotator)) is not None:
             cid = str(uuid.uuid4())
             results = []
-            racers = [threading.Thread(target=lambda: results.append(db.write(record_answer, annotator, q["query_id"], "equal", cid)))
-                      for _ in range(2)]  # a double click: the same client_id twice at once
+            def submit() -> None:
+                results.append(db.write(record_answer, annotator, q["query_id"], "equal", cid))
+
+            racers = [threading.Thread(target=submit) for _ in range(2)]  # a double click: the same client_id twice at once
             for t in racers:
                 t.start()
             for t in racers:
