@@ -174,3 +174,15 @@ def test_hydra_policy_configs_build_vision_and_transformer_policies(name, model)
     assert config.vision.backbone.stage_channels == ((64, 128, 256, 512) if name == "vision_paper" else (32, 64))
     n_emb = config.transformer_config().n_emb
     assert n_emb == (256 if name == "vision_paper" else 64)
+
+
+def test_a_checkpoint_whose_weights_lack_the_encoder_is_a_clear_error(tmp_path):
+    import json
+
+    path = make_policy("vision_unet").save(tmp_path / "vision")
+    document = json.loads((path / "config.json").read_text())
+    make_policy("transformer").save(tmp_path / "other")  # transformer weights, no obs_encoder.*
+    (path / "model.safetensors").write_bytes((tmp_path / "other" / "model.safetensors").read_bytes())
+    (path / "config.json").write_text(json.dumps(document))
+    with pytest.raises(ValueError, match="does not match the policy config"):
+        DiffusionPolicy.load(path)
