@@ -13,7 +13,12 @@ import math
 
 import numpy as np
 
-__all__ = ["default_bandwidth", "quality_similarity_kernel", "greedy_map", "KDPPSampler"]
+__all__ = ["RANK_RTOL", "default_bandwidth", "quality_similarity_kernel", "greedy_map", "KDPPSampler"]
+
+RANK_RTOL = 1e-10
+"""The one numerical-rank rule of this package: an eigenvalue of L counts when it exceeds
+``RANK_RTOL`` times the largest one (the rest is round-off of a low-rank kernel). The k-DPP
+sampler treats the others as exactly zero, and batch selection asks it for at most that many items."""
 
 
 def default_bandwidth(psi: np.ndarray, k: int) -> float:
@@ -70,9 +75,14 @@ class KDPPSampler:
         values = np.clip(values, 0.0, None)
         top = values.max() if values.size else 0.0
         values = values / top if top > 0 else values  # P(S) of a k-DPP is scale-free
-        self.eigenvalues = np.where(values < 1e-10, 0.0, values)  # round-off of a low-rank L
+        self.eigenvalues = np.where(values > RANK_RTOL, values, 0.0)  # round-off of a low-rank L
         self.eigenvectors = vectors
         self._polys: dict[int, np.ndarray] = {}
+
+    @property
+    def rank(self) -> int:
+        """The numerical rank of L under :data:`RANK_RTOL`: the largest k :meth:`sample` accepts."""
+        return int(np.count_nonzero(self.eigenvalues))
 
     def _elementary(self, k: int) -> np.ndarray:
         """E[l, n] = e_l(lambda_1..lambda_n), l = 0..k, n = 0..N (K&T Alg. 7)."""
@@ -80,9 +90,8 @@ class KDPPSampler:
             n = self.eigenvalues.size
             table = np.zeros((k + 1, n + 1))
             table[0, :] = 1.0
-            for l in range(1, k + 1):
-                for m in range(1, n + 1):
-                    table[l, m] = table[l, m - 1] + self.eigenvalues[m - 1] * table[l - 1, m - 1]
+            for m in range(1, n + 1):  # e_l(..m) = e_l(..m-1) + lambda_m e_{l-1}(..m-1), all l at once
+                table[1:, m] = table[1:, m - 1] + self.eigenvalues[m - 1] * table[:-1, m - 1]
             self._polys[k] = table
         return self._polys[k]
 
@@ -91,9 +100,10 @@ class KDPPSampler:
         n = self.eigenvalues.size
         if not 0 <= k <= n:
             raise ValueError(f"k must be in [0, {n}], got {k}")
+        if k > self.rank:
+            raise ValueError(f"the kernel has numerical rank {self.rank} < k = {k} (eigenvalues above {RANK_RTOL:g} "
+                             f"of the largest): no {k}-subset has a positive determinant")
         table = self._elementary(k)
-        if k > 0 and table[k, n] <= 0:
-            raise ValueError(f"the kernel has rank < {k}: no k-subset has a positive determinant")
         chosen, remaining = [], k
         for m in range(n, 0, -1):
             if remaining == 0:
