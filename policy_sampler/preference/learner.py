@@ -29,7 +29,7 @@ __all__ = ["PreferenceLearner", "alignment"]
 
 STATE_VERSION = 1
 DEFAULT_CANDIDATE_PAIRS = 1000
-_POSTERIOR_KEYS = ("prior", "sampler", "n_samples", "n_chains", "burn_in", "thin", "step", "prior_scale", "init")
+_POSTERIOR_KEYS = ("prior", "sampler", "n_samples", "n_chains", "burn_in", "thin", "step", "prior_scale", "init", "picard")
 _PURPOSES = {"pairs": 0, "posterior": 1, "batch": 2}
 
 
@@ -59,7 +59,7 @@ class PreferenceLearner:
     ``pairs`` [P, 2]: candidate pairs of pool indices; ``None`` draws ``n_candidate_pairs``
     distinct unordered pairs (all of them when the pool has fewer), seeded by ``seed``.
     ``posterior_options``: ``prior``, ``sampler``, ``n_samples``, ``n_chains``, ``burn_in``,
-    ``thin``, ``step``, ``prior_scale`` of :func:`sample_posterior`.
+    ``thin``, ``step``, ``prior_scale``, ``init``, ``picard`` (a dict) of :func:`sample_posterior`.
     """
 
     def __init__(

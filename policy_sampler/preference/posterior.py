@@ -25,7 +25,10 @@ come from a fixed Markov kernel). Where the chains start (``init``):
 - ``"mh"``: random-walk Metropolis-Hastings (any prior). On the sphere the proposal
   normalize(w + step * xi) is symmetric (it depends only on the angle), so the plain ratio holds.
 - ``"mala"``: Metropolis-adjusted Langevin (``"gaussian"`` prior);
-- ``"ula"``: unadjusted Langevin (``"gaussian"`` prior; biased by O(step)).
+- ``"ula"``: unadjusted Langevin (``"gaussian"`` prior; biased by O(step));
+- ``"picard_ula"``: the same ULA trajectory computed in parallel in time by Picard sweeps over
+  blocks of steps (:mod:`.parallel_langevin`, arXiv 2401.09016; option ``picard``: a
+  :class:`PicardOptions` or its dict); ``rounds`` counts sweeps instead of steps.
 """
 
 from __future__ import annotations
@@ -37,12 +40,13 @@ from typing import Callable
 import torch
 
 from policy_sampler.preference.modes import ModeMixture, climb, find_modes, project
+from policy_sampler.preference.parallel_langevin import PicardOptions, picard_ula_path
 from policy_sampler.preference.response import ResponseModel
 
 __all__ = ["PRIORS", "SAMPLERS", "INITS", "PosteriorSamples", "sample_posterior", "log_prior"]
 
 PRIORS: tuple[str, ...] = ("sphere", "ball", "gaussian")
-SAMPLERS: tuple[str, ...] = ("mh", "mala", "ula")
+SAMPLERS: tuple[str, ...] = ("mh", "mala", "ula", "picard_ula")
 INITS: tuple[str, ...] = ("modes", "map", "prior")
 JUMP_PROBABILITY = 0.3
 CLIMB_ITERATIONS = 150
@@ -124,6 +128,7 @@ def sample_posterior(
     step: float = 0.05,
     prior_scale: float = 1.0,
     init: str = "modes",
+    picard: PicardOptions | dict | None = None,
 ) -> PosteriorSamples:
     """Samples of p(w | answers) for answered queries ``psi`` [n, d] with ``choices`` [n].
 
@@ -156,6 +161,7 @@ def sample_posterior(
             raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    picard_options = PicardOptions.parse(picard)
     psi = psi.to(torch.float64)
     d = psi.shape[1]
 
@@ -173,12 +179,17 @@ def sample_posterior(
         w, rounds = _resample_starts(log_density, mixture, n_chains, generator), CLIMB_ITERATIONS
     per_chain = -(-n_samples // n_chains)
     step0 = torch.full((n_chains, 1), float(step), dtype=torch.float64)
+    steps = burn_in + thin * per_chain
     if sampler == "mh":
         kept, acceptance = _run_mh(log_density, w, prior, burn_in, thin, per_chain, step0, generator, mixture)
+    elif sampler == "picard_ula":
+        noise = torch.randn(steps, n_chains, d, generator=generator, dtype=torch.float64)
+        path = picard_ula_path(lambda x: value_and_grad(log_density, x)[1], w, step0**2, noise, picard_options)
+        kept, acceptance, steps = path.states[burn_in + thin - 1 :: thin].transpose(0, 1), 1.0, path.rounds
     else:
         kept, acceptance = _run_langevin(log_density, w, sampler, burn_in, thin, per_chain, step0, generator)
     return PosteriorSamples(samples=kept.reshape(-1, d)[:n_samples], acceptance=acceptance,
-                            rounds=rounds + burn_in + thin * per_chain, n_modes=0 if mixture is None else mixture.n_modes)
+                            rounds=rounds + steps, n_modes=0 if mixture is None else mixture.n_modes)
 
 
 def _run_mh(
