@@ -102,26 +102,33 @@ class ModeMixture:
         c = torch.einsum("npq,nq->np", self.chol[k], g) * torch.sqrt(self.dof / chi2)[:, None]
         return self._to_space(k, c)
 
+    def __post_init__(self) -> None:
+        # z = L_k^{-1} c_k(w) for every component in one product: rows L_k^{-1} B_k^T, stacked [K p, d]
+        k, d, p = self.bases.shape
+        whiten = torch.linalg.solve_triangular(self.chol, self.bases.transpose(1, 2), upper=False)  # [K, p, d]
+        self._whiten = whiten.reshape(k * p, d)
+        self._offset = (whiten @ self.centers[:, :, None])[..., 0]  # [K, p]; used off the sphere
+        nu = self.dof
+        self._log_norm = (math.lgamma((nu + p) / 2) - math.lgamma(nu / 2) - 0.5 * p * math.log(nu * math.pi)
+                          - torch.log(torch.diagonal(self.chol, dim1=-2, dim2=-1)).sum(-1) + self.log_weights)  # [K]
+
     def log_prob(self, w: torch.Tensor) -> torch.Tensor:
         """log q(w) for ``w`` [n, d] (w.r.t. the sphere's surface measure on the sphere, else
         Lebesgue); -inf where no component reaches."""
-        p = self.chol.shape[-1]
+        k, d, p = self.bases.shape
+        z = (w @ self._whiten.T).reshape(-1, k, p)
         if self.prior == "sphere":
             cos = w @ self.centers.T  # [n, K]
-            c = torch.einsum("nd,kdp->nkp", w, self.bases) / cos.clamp(min=1e-300)[..., None]
-            jacobian = -w.shape[1] * torch.log(cos.clamp(min=1e-300))
+            safe = cos.clamp(min=1e-300)
+            z = z / safe[..., None]
+            extra = -d * torch.log(safe)
         else:
-            c = torch.einsum("nkd,kdp->nkp", w[:, None, :] - self.centers[None], self.bases)
-            jacobian = torch.zeros(c.shape[:2], dtype=w.dtype)
-        z = torch.linalg.solve_triangular(self.chol[None].expand(c.shape[0], -1, -1, -1), c[..., None], upper=False)[..., 0]
-        log_det = torch.log(torch.diagonal(self.chol, dim1=-2, dim2=-1)).sum(-1)  # [K]
-        nu = self.dof
-        log_t = (math.lgamma((nu + p) / 2) - math.lgamma(nu / 2) - 0.5 * p * math.log(nu * math.pi)
-                 - log_det[None] - 0.5 * (nu + p) * torch.log1p((z * z).sum(-1) / nu))
-        per = log_t + jacobian
+            z = z - self._offset[None]
+            extra = torch.zeros(z.shape[:2], dtype=w.dtype)
+        per = self._log_norm[None] - 0.5 * (self.dof + p) * torch.log1p((z * z).sum(-1) / self.dof) + extra
         if self.prior == "sphere":
             per = torch.where(cos > 0, per, torch.full_like(per, -math.inf))
-        return torch.logsumexp(per + self.log_weights[None], dim=1)
+        return torch.logsumexp(per, dim=1)
 
 
 def _chart_basis(mu: torch.Tensor, prior: str) -> torch.Tensor:

@@ -207,28 +207,30 @@ def _run_mh(
     docstring of :func:`sample_posterior`); returns kept states [C, per_chain, d] and the
     acceptance rate after burn-in."""
     lp = log_density(w)
-    log_q = mixture.log_prob(w) if mixture is not None else None
     chains = w.shape[0]
     kept, adapt = [], _Adaptation(chains, "mh")
     total = burn_in + thin * per_chain
+    no_jump = torch.zeros(chains, dtype=torch.bool)
+    if mixture is not None:  # every step's independence proposals and their densities, drawn at once
+        jumps = torch.rand(total, chains, generator=generator, dtype=torch.float64) < JUMP_PROBABILITY
+        independent = mixture.sample(total * chains, generator)
+        independent_log_q = mixture.log_prob(independent).reshape(total, chains)
+        independent = independent.reshape(total, chains, -1)
     for t in range(total):
-        proposal = project(w + step * torch.randn(w.shape, generator=generator, dtype=torch.float64), "sphere") \
-            if prior == "sphere" else w + step * torch.randn(w.shape, generator=generator, dtype=torch.float64)
-        jump = torch.zeros(chains, dtype=torch.bool)
-        if mixture is not None:
-            jump = torch.rand(chains, generator=generator, dtype=torch.float64) < JUMP_PROBABILITY
-            proposal = torch.where(jump[:, None], mixture.sample(chains, generator), proposal)
-            log_q_new = mixture.log_prob(proposal)
+        proposal = w + step * torch.randn(w.shape, generator=generator, dtype=torch.float64)
+        if prior == "sphere":
+            proposal = project(proposal, "sphere")
+        jump = no_jump if mixture is None else jumps[t]
+        if bool(jump.any()):
+            proposal = torch.where(jump[:, None], independent[t], proposal)
         lp_new = log_density(proposal)
         log_ratio = lp_new - lp
-        if mixture is not None:
-            log_ratio = log_ratio + torch.where(jump, log_q - log_q_new, torch.zeros_like(lp))
+        if bool(jump.any()):  # q(w) / q(w') for the chains that jump (q(w) of the current states only)
+            log_ratio = log_ratio + torch.where(jump, mixture.log_prob(w) - independent_log_q[t], torch.zeros_like(lp))
         log_u = torch.log(torch.rand(chains, generator=generator, dtype=torch.float64))
         accept = log_u < torch.nan_to_num(log_ratio, nan=-math.inf)
         w = torch.where(accept[:, None], proposal, w)
         lp = torch.where(accept, lp_new, lp)
-        if mixture is not None:
-            log_q = torch.where(accept, log_q_new, log_q)
         step = adapt.update(t, burn_in, accept, ~jump, step)
         if t >= burn_in and (t - burn_in + 1) % thin == 0:
             kept.append(w.clone())
