@@ -8,9 +8,7 @@ p(w | D) is proportional to prior(w) * prod_i P(s_i | w, psi_i) (:class:`Respons
   log-posterior is then concave, the setting in which Langevin samplers mix fast
   (arXiv 2401.09016).
 
-Samplers (every chain runs ``burn_in + thin * ceil(n_samples / n_chains)`` steps, vectorized
-over chains and answers; the step size adapts per chain during burn-in only, so the kept states
-come from a fixed Markov kernel). Where the chains start (``init``):
+Where the chains start (``init``):
 
 - ``"modes"`` (the default): prior draws climb the log-posterior, the end points are grouped into
   distinct optima, and a Student-t mixture over them (:mod:`.modes`) serves twice: chains start
@@ -22,8 +20,13 @@ come from a fixed Markov kernel). Where the chains start (``init``):
 - ``"prior"``: chains start at prior draws (they can spend the whole burn-in far from a narrow
   posterior).
 
-- ``"mh"``: random-walk Metropolis-Hastings (any prior). On the sphere the proposal
-  normalize(w + step * xi) is symmetric (it depends only on the angle), so the plain ratio holds.
+Samplers (every chain runs ``burn_in + thin * ceil(n_samples / n_chains)`` steps, vectorized
+over chains and answers; the step size adapts per chain during burn-in only, so the kept states
+come from a fixed Markov kernel):
+
+- ``"mh"``: random-walk Metropolis-Hastings (any prior), mixed with the mode-jumping
+  independence moves under ``init="modes"``. On the sphere the proposal normalize(w + step * xi)
+  is symmetric (it depends only on the angle), so the plain ratio holds.
 - ``"mala"``: Metropolis-adjusted Langevin (``"gaussian"`` prior);
 - ``"ula"``: unadjusted Langevin (``"gaussian"`` prior; biased by O(step));
 - ``"picard_ula"``: the same ULA trajectory computed in parallel in time by Picard sweeps over
