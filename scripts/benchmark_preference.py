@@ -121,8 +121,8 @@ def pool_table(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--answers", type=int, nargs="+", default=[20, 150])
-    parser.add_argument("--pool-sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    parser.add_argument("--answers", type=int, nargs="*", default=[20, 150], help="posterior tables (none: skip them)")
+    parser.add_argument("--pool-sizes", type=int, nargs="*", default=[1000, 10000, 100000], help="pool tables (none: skip)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="small sizes and one repeat: a smoke run")
     parser.add_argument("--out", type=Path, default=None, help="write results.json here")
@@ -144,9 +144,10 @@ def main() -> None:
             print(f"| {r['sampler']} | {r['rounds']} | {r['ms']:.0f} | {err} | {r['acceptance']:.2f} |")
         print()
     pools = pool_table(args.pool_sizes, args.repeats)
-    print("Query generation, batch of 10 (information gain under 200 posterior samples, then DPP), ms:\n")
-    print("| candidates | scores | DPP MAP, preselected 200 | DPP MAP, whole pool | k-DPP sample, whole pool |")
-    print("| --- | --- | --- | --- | --- |")
+    if pools:
+        print("Query generation, batch of 10 (information gain under 200 posterior samples, then DPP), ms:\n")
+        print("| candidates | scores | DPP MAP, preselected 200 | DPP MAP, whole pool | k-DPP sample, whole pool |")
+        print("| --- | --- | --- | --- | --- |")
     for r in pools:
         print(f"| {r['n']} | {r['scores_ms']:.0f} | {r['preselect_map_ms']:.1f} | {r['all_map_ms']:.0f} | {r['all_sample_ms']:.0f} |")
     if args.out is not None:
