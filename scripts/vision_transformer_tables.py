@@ -65,7 +65,7 @@ def rounds_table(out: Path, runs: list[str]) -> list[str]:
         return []
     labels: list[str] = []
     for d in data.values():
-        labels += [s["summary"]["label"] for s in d["samplers"] if s["summary"]["label"] not in labels]
+        labels += [s["summary"]["label"] for s in d["samplers"] if s["summary"]["label"] not in labels + ["ddpm"]]
     runs = list(data)
     head = ["Rounds per chunk at batch 1 (one env at a time: mean / median / max over every chunk; NFE mean), "
             f"{next(iter(data.values()))['machine']}", "",
