@@ -53,6 +53,8 @@ def success_table(out: Path, runs: list[str]) -> list[str]:
         seeds = data["env_seeds"]
         lines.append(f"| | *{data['n_episodes']} episodes, env seeds {seeds[0]}..{seeds[-1]}, "
                      f"{data['max_steps'] or 'registered'} steps max* | | | | |")
+    if machine is None:
+        return []
     head = [f"Success (episodes rolled side by side: rounds and NFE are per chunk call on the batch of active "
             f"envs, the slowest row deciding), {machine}", ""]
     return head + lines
