@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 MACHINE = "CPU test, 1 torch threads"
 
@@ -55,6 +57,7 @@ def test_tables_side_by_side_from_a_study_folder(tmp_path):
     assert done.returncode == 0 and "None" not in (empty / "tables.md").read_text()  # no table without its data
 
 
+@pytest.mark.slow  # a fresh process importing torch and training one step: 10-26 s on 2 shared cores
 def test_training_benchmark_writes_its_table(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark_training.py"), "--only", "state_unet",
                            "--steps", "1", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=ROOT)
