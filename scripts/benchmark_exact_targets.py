@@ -64,7 +64,7 @@ def mixture_rows(batch: int) -> list[str]:
 
 
 def policy_rows(checkpoint: str, task: str | None, episodes: int, seed: int) -> list[str]:
-    from policy_sampler.evaluation import SamplerSpec, evaluate_sampler
+    from policy_sampler.rollout import RolloutConfig, SamplerSpec, evaluate_sampler
 
     torch.set_num_threads(1)
     policy = DiffusionPolicy.load(checkpoint)
@@ -79,7 +79,8 @@ def policy_rows(checkpoint: str, task: str | None, episodes: int, seed: int) -> 
             if name == "ddpm" and control is not None:
                 continue
             spec = SamplerSpec(label, name, dict(options), control=control)
-            report, _ = evaluate_sampler(policy, task, spec, episodes, seed, n_envs=1, stop_on_success=True)
+            report, _ = evaluate_sampler(policy, task, spec, episodes, seed,
+                                         rollout=RolloutConfig(n_envs=1, stop_on_success=True))
             rounds = np.array([c["rounds"] for c in report.chunks])
             nfe = np.array([c["nfe"] for c in report.chunks])
             wall = np.array([c["latency_s"] for c in report.chunks]) * 1e3

@@ -100,10 +100,10 @@ def held_out_observations(policy: DiffusionPolicy, task: str, episodes: int, see
                           chunk_indices: list[int]) -> tuple[dict[str, torch.Tensor], list[dict[str, int]]]:
     """Observation histories ``{key: [M, n_obs_steps, d]}`` at the given chunk boundaries of held-out
     ``ddpm`` episodes, and where each one comes from."""
-    from policy_sampler.evaluation import SamplerSpec, evaluate_sampler
+    from policy_sampler.rollout import RolloutConfig, SamplerSpec, evaluate_sampler
 
     report, _ = evaluate_sampler(policy, task, SamplerSpec("ddpm", "ddpm"), episodes, seed,
-                                 stop_on_success=True, record_trajectories=True)
+                                 rollout=RolloutConfig(stop_on_success=True, record_trajectories=True))
     c = policy.config
     histories, where = [], []
     for episode, traj in sorted(report.trajectories.items()):
