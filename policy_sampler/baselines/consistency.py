@@ -164,7 +164,7 @@ def distill(teacher: DiffusionPolicy, dataset_path: str | os.PathLike, out_dir: 
         with torch.no_grad():
             for p_t, p_o in zip(target.parameters(), online.parameters()):
                 p_t.mul_(config.target_decay).add_(p_o, alpha=1 - config.target_decay)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if step % config.log_every == 0 or step == config.steps:
             recent = losses[-config.log_every:]
             print(f"distill step {step}/{config.steps} loss {sum(recent) / len(recent):.5f} "

@@ -94,3 +94,44 @@ def test_student_is_a_baseline_not_one_of_ours():
 
     with pytest.raises(ValueError, match="exact = False"):
         register_baseline(Exact)
+
+
+def _policy_test_module():
+    """tests/test_policy.py, for its synthetic demo file and tiny policy settings."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "test_policy.py"
+    spec = importlib.util.spec_from_file_location("policy_test_fixtures", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_distill_writes_a_student_that_evaluate_can_run(tmp_path):
+    """Distillation end to end on a tiny teacher: the student checkpoint records its grid and settings,
+    loads as the ``consistency_student`` baseline (its network replacing the teacher's), and a plain
+    policy checkpoint is refused as a student."""
+    from policy_sampler import DiffusionPolicy
+    from policy_sampler.baselines import DistillConfig, distill
+    from policy_sampler.baselines.consistency import read_metadata
+    from policy_sampler.training import TrainConfig, train
+
+    fixtures = _policy_test_module()
+    demos = fixtures.write_fixture(tmp_path / "demos.hdf5")
+    teacher_run = train(dict(fixtures.TINY), demos, tmp_path / "teacher",
+                        TrainConfig(steps=10, batch_size=32, lr=2e-3, warmup_steps=2, val_every=10, progress=False))
+    teacher = DiffusionPolicy.load(teacher_run.last_path)
+    path = distill(teacher, demos, tmp_path / "student",
+                   DistillConfig(steps=6, batch_size=16, grid_intervals=5, warmup_steps=1, log_every=3))
+    meta = read_metadata(path)
+    assert meta["grid"] == [0, 4, 8, 11, 15, 19] and meta["config"]["steps"] == 6 and meta["wall_s"] > 0
+    obs = fixtures.make_obs(3)
+    for steps in (1, 3):
+        out = teacher.predict_action(obs, sampler="consistency_student", checkpoint=str(path), steps=steps,
+                                     generator=torch.Generator().manual_seed(0))
+        assert out.rounds == out.nfe == steps and torch.isfinite(out.chunk).all()
+    with pytest.raises(ValueError, match="not a consistency student"):
+        make_sampler("consistency_student", checkpoint=str(teacher_run.last_path))
+    with pytest.raises(ValueError, match="steps"):
+        make_sampler("consistency_student", checkpoint=str(path), steps=6)
