@@ -126,8 +126,8 @@ class _Rows:
 @dataclass
 class _Verified:
     """A round's outcome before anything is committed: per row the accepted count ``m`` [R] (= ``n``
-    when nothing was rejected), the new state and step, the next anchor and the clean predictions at
-    the Picard sources of the next window ``sources`` [R, W, *E] (None without refinement)."""
+    when nothing was rejected), the new state and step, the next anchor and, with Picard refinement,
+    the sources of the next window ``sources`` [R, W, *E] (None without)."""
 
     active: _Rows
     n: Tensor
