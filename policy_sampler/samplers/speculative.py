@@ -79,7 +79,7 @@ from policy_sampler.samplers.base import (
 from policy_sampler.samplers.coupling import reflection_coupling
 from policy_sampler.samplers.recurrence import LinearRecurrence
 from policy_sampler.samplers.windows import AdaptiveWindow
-from policy_sampler.schedule import GaussianChain, NoiseSchedule
+from policy_sampler.schedule import GaussianChain, NoiseSchedule, device_table
 
 DRAFTS = ("frozen", "independent")
 INITIAL_WINDOW = 16  # AdaptiveWindow: the first round's window, and its smallest one
@@ -174,8 +174,8 @@ class _State:
             snr64, h64 = a64 / (1 - a64), a64.sqrt() / (1 - a64)
             w64 = 1 / (self.tau + snr64)
             self.recurrence = LinearRecurrence(d1 + d0_64 * h64 * w64, device, dtype)
-            self.tab = dict(self.tab, g_w=w64.to(device=device, dtype=dtype), g_h=h64.to(device=device, dtype=dtype),
-                            g_prec=(self.tau + snr64).to(device=device, dtype=dtype))
+            self.tab = dict(self.tab, g_w=device_table(w64, device, dtype), g_h=device_table(h64, device, dtype),
+                            g_prec=device_table(self.tau + snr64, device, dtype))
         self.noise_rows = noise.transpose(0, 1)  # [B, K, *E]
         self.x = x_T.clone()
         self.k = torch.zeros(B, dtype=torch.long, device=device)
