@@ -295,6 +295,10 @@ def main() -> None:
     chosen = [m for m in methods(args.student) if not args.only or m.label in args.only]
     rows: list[dict[str, Any]] = []
     n_stats = 3 if modes else 2
+    header = {"task": task, "checkpoint": str(args.checkpoint), "student": args.student, "machine": machine,
+              "observations": where, "chunks": args.chunks, "permutations": args.permutations, "alpha": args.alpha,
+              "ddpm_left_share": ref_left, "ddpm_seconds": ref_s}
+    text = ""
     for method in chosen:
         chunks, depth, seconds = draw_chunks(policy, method, cond, args.chunks, args.batch_rows)
         flat = chunks.flatten(2)
@@ -322,18 +326,22 @@ def main() -> None:
         print(f"{method.label}: depth {depth:.1f}, energy {row['energy_mean']:.2e} (p_min {row['energy_p_min']:.3f}), "
               f"spread {row['spread_mean']:.3f} (p_min {row['spread_p_min']:.1e}), same law {row['same_law']}, "
               f"{seconds:.0f} s", flush=True)
-    out = Path(args.out)
+        # the table, figure and json so far after every method: a long run that stops keeps its rows
+        text = write_outputs(Path(args.out), rows, header, ref_left)
+    print(text)
+
+
+def write_outputs(out: Path, rows: list[dict], header: dict[str, Any], ref_left: list[float]) -> str:
+    """Write ``law.json``, ``law.md`` and ``law.png`` for the rows so far; returns the table."""
     floor = next((r["energy_mean"] for r in rows if r["label"].startswith("ddpm (second")), float("nan"))
-    doc = {"task": task, "checkpoint": str(args.checkpoint), "student": args.student, "machine": machine,
-           "observations": where, "chunks": args.chunks, "permutations": args.permutations, "alpha": args.alpha,
-           "ddpm_left_share": ref_left, "ddpm_seconds": ref_s, "rows": rows}
-    atomic_write_bytes(out / "law.json", json.dumps(jsonable(doc), indent=1).encode())
-    text = table(rows, machine, modes)
-    if modes:
+    atomic_write_bytes(out / "law.json", json.dumps(jsonable({**header, "rows": rows}), indent=1).encode())
+    text = table(rows, header["machine"], bool(ref_left))
+    if ref_left:
         text += "\n\nddpm's left share per observation: " + " / ".join(f"{s:.2f}" for s in ref_left)
     atomic_write_bytes(out / "law.md", (text + "\n").encode())
-    write_figure(rows, floor, out / "law.png", f"{task}: {M} observations, {args.chunks} chunks each")
-    print(text)
+    write_figure(rows, floor, out / "law.png",
+                 f"{header['task']}: {len(header['observations'])} observations, {header['chunks']} chunks each")
+    return text
 
 
 if __name__ == "__main__":
