@@ -16,7 +16,7 @@ noise and uniforms of transitions it committed, all before ``s``. What must neve
 the noise of a step the round verifies, this round's coupling outcome (e.g. ending the window just
 before the first rejection and re-drafting that step), or the target's evaluations at drafted
 states past the committed path (they depend on the noise of uncommitted steps).
-``tests/test_speculative.py`` keeps such a peeking window as a wrong variant and shows the law
+``tests/samplers/test_speculative.py`` keeps such a peeking window as a wrong variant and shows the law
 tests reject it.
 """
 

@@ -97,11 +97,11 @@ def test_student_is_a_baseline_not_one_of_ours():
 
 
 def _policy_test_module():
-    """tests/test_policy.py, for its synthetic demo file and tiny policy settings."""
+    """tests/policy/test_policy.py, for its synthetic demo file and tiny policy settings."""
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "test_policy.py"
+    path = Path(__file__).resolve().parents[1] / "policy" / "test_policy.py"
     spec = importlib.util.spec_from_file_location("policy_test_fixtures", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
