@@ -10,7 +10,7 @@
 # `bash scripts/setup.sh --lerobot` instead builds a second virtualenv, .venv-lerobot, for the LeRobot
 # integration (policy_sampler.integrations.lerobot): LeRobot 0.6.1 needs Python 3.12 and pins
 # torch < 2.12, diffusers < 0.40 and numpy < 2.3, so it cannot share .venv. It takes pyenv's
-# Python 3.12 (or LEROBOT_PYTHON), installs "lerobot[diffusion]==0.6.1" (its own torch, a CUDA build
+# Python 3.12 (or LEROBOT_PYTHON), installs "lerobot[diffusion,training]==0.6.1" (its own torch, a CUDA build
 # that runs on CPU) and this package, editable, beside it. .venv is not touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +29,7 @@ if [ "${1:-}" = "--lerobot" ]; then
   fi
   [ -x .venv-lerobot/bin/python ] || "$PY312" -m venv .venv-lerobot
   lr_pip() { .venv-lerobot/bin/python -m pip install -q --disable-pip-version-check "$@"; }
-  lr_pip "lerobot[diffusion]==0.6.1"
+  lr_pip "lerobot[diffusion,training]==0.6.1"   # training: LeRobotDataset and lerobot-train
   lr_pip -e . "pytest>=8" "pytest-timeout>=2.3"
   lr_pip --no-deps "robomimic==0.3.0"
   .venv-lerobot/bin/python - <<'PY'
