@@ -83,7 +83,7 @@ def main() -> int:
 
     torch.set_num_threads(1)
     from policy_sampler.benchmark import machine_name
-    from policy_sampler.evaluation import SamplerSpec
+    from policy_sampler.rollout import SamplerSpec
     from policy_sampler.sweep import CheckpointBlob, LocalLauncher, RayLauncher, run_sweep
     from policy_sampler.sweep.units import plan_units
 

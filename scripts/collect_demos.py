@@ -22,44 +22,35 @@ def _fail(message: str, status: int = 2) -> None:
     sys.exit(status)
 
 
-def _int(cfg: DictConfig, key: str, minimum: int) -> int:
-    value = cfg[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        _fail(f"{key} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def run(cfg: DictConfig) -> int:
-    from policy_sampler.data import demos
+    import policy_sampler_envs
 
-    tasks = demos._available_tasks()
-    listing = "\n  ".join(tasks)
+    from policy_sampler.data import demos
+    from policy_sampler.validation import check_int, check_number
+
+    listing = "\n  ".join(policy_sampler_envs.available_tasks())
     if OmegaConf.is_missing(cfg, "task"):
         _fail(f"task is required (task=<id>); available tasks:\n  {listing}")
     if OmegaConf.is_missing(cfg, "out"):
         _fail("out is required (out=<file.hdf5>)")
-    task = demos.canonical_task_id(str(cfg.task))
-    if task not in tasks:
-        _fail(f"unknown task {cfg.task!r}; available tasks:\n  {listing}")
-    n_demos = _int(cfg, "n_demos", 1)
-    seed = _int(cfg, "seed", 0)
-    factor = cfg.max_attempts_factor
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor < 1:
-        _fail(f"max_attempts_factor must be a number >= 1, got {factor!r}")
-    valid_fraction = cfg.valid_fraction
-    if isinstance(valid_fraction, bool) or not isinstance(valid_fraction, (int, float)) or not 0 <= valid_fraction < 1:
-        _fail(f"valid_fraction must be in [0, 1), got {valid_fraction!r}")
+    task = policy_sampler_envs.canonical_task_id(str(cfg.task))
     try:
+        env_kwargs = OmegaConf.to_container(cfg.env_kwargs, resolve=True) if cfg.env_kwargs else {}
+        if not isinstance(env_kwargs, dict):
+            raise ValueError(f"env_kwargs must be a mapping, got {env_kwargs!r}")
+        n_demos = check_int("n_demos", cfg.n_demos, minimum=1)
+        seed = check_int("seed", cfg.seed, minimum=0)
+        factor = check_number("max_attempts_factor", cfg.max_attempts_factor, minimum=1)
+        valid_fraction = check_number("valid_fraction", cfg.valid_fraction, minimum=0)
+        if valid_fraction >= 1:
+            raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction!r}")
         out = demos.check_output_path(hydra.utils.to_absolute_path(str(cfg.out)))
+        env = policy_sampler_envs.make_env(task, **env_kwargs)  # an unknown task lists the available ones
     except ValueError as exc:
         _fail(str(exc))
-    env_kwargs = OmegaConf.to_container(cfg.env_kwargs, resolve=True) if cfg.env_kwargs else {}
-    if not isinstance(env_kwargs, dict):
-        _fail(f"env_kwargs must be a mapping, got {env_kwargs!r}")
 
     keep = bool(cfg.keep_only_successful)
     max_attempts = math.ceil(factor * n_demos) if keep else n_demos
-    env = demos.make_env(task, env_kwargs)
     try:
         env_args = demos.make_env_args(task, env, env_kwargs)
         try:

@@ -14,7 +14,7 @@ episodes (default: one unit per configuration), each unit's generator seeded wit
 Units run in this process (``launcher=local``) or as Ray tasks (``launcher=ray``, see docs/scaling.md);
 each finished unit is stored in ``out_dir/units/`` and ``resume=true`` skips the stored ones. Writes
 ``results.json``, ``results.csv``, ``results.png`` and ``videos/`` into ``out_dir`` once all units are
-done (see ``policy_sampler.evaluation``; one subfolder per task when several are swept) and prints the
+done (see ``policy_sampler.rollout``; one subfolder per task when several are swept) and prints the
 markdown table with the machine name. Bad arguments (missing checkpoint, unknown sampler, task or
 launcher, n_episodes < 1, an unreachable Ray address, ...) exit with status 2 and write nothing.
 Options: configs/evaluate.yaml.
@@ -42,12 +42,12 @@ def _fail(message: str, status: int = 2) -> None:
 
 
 def _int(cfg: DictConfig, key: str, minimum: int, allow_none: bool = False) -> int | None:
-    value = cfg[key]
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        _fail(f"{key} must be an integer >= {minimum}{' or null' if allow_none else ''}, got {value!r}")
-    return value
+    from policy_sampler.validation import check_int
+
+    try:
+        return check_int(key, cfg[key], minimum=minimum, allow_none=allow_none)
+    except ValueError as exc:
+        _fail(str(exc))
 
 
 def _list(cfg: DictConfig, key: str) -> list | None:
@@ -133,9 +133,10 @@ def run(cfg: DictConfig) -> int:
 
     if num_threads is not None:
         torch.set_num_threads(num_threads)
+    from policy_sampler_envs import available_tasks, canonical_task_id, describe_task
+
     from policy_sampler import DiffusionPolicy
-    from policy_sampler.data.demos import _available_tasks, canonical_task_id
-    from policy_sampler.evaluation import format_table, load_sampler_specs, with_control, write_results
+    from policy_sampler.rollout import RolloutConfig, format_table, load_sampler_specs, with_control, write_results
     from policy_sampler.sweep import CheckpointBlob, evaluate_sweep
 
     try:
@@ -144,13 +145,12 @@ def run(cfg: DictConfig) -> int:
         reward = cfg.reward.file
         if reward is not None:
             reward = to_absolute_path(str(reward))
-            from policy_sampler.preference.selection import RewardSelector
-
-            RewardSelector.load(reward)  # a bad file fails before any rollout
         if delays or reward is not None:
             smoothing = _control_list(cfg, "smoothing") or ["none"]
             specs = with_control(specs, delays or [0], smoothing, warm_start=bool(cfg.control.warm_start),
-                                 reward=reward, num_candidates=int(cfg.reward.num_candidates))
+                                 reward=reward, num_candidates=int(cfg.reward.num_candidates),
+                                 rtc_jacobian=str(cfg.control.rtc_jacobian),
+                                 runner=OmegaConf.to_container(cfg.control.runner, resolve=True) or {})
     except (ValueError, OSError) as exc:
         _fail(str(exc))
     device = str(cfg.device)
@@ -161,7 +161,7 @@ def run(cfg: DictConfig) -> int:
     except (RuntimeError, AssertionError) as exc:
         _fail(f"device {device!r} is not available: {exc}")
     jobs, ckpt_meta = [], []
-    available = _available_tasks()
+    available = available_tasks()
     for path, task in zip(checkpoints, tasks_asked):
         try:
             ckpt = DiffusionPolicy.resolve_checkpoint(Path(to_absolute_path(path)))
@@ -177,6 +177,13 @@ def run(cfg: DictConfig) -> int:
         task = canonical_task_id(str(task))
         if task not in available:
             _fail(f"unknown task {task!r}; available tasks:\n  " + "\n  ".join(available))
+        if reward is not None:
+            from policy_sampler.preference.selection import RewardSelector
+
+            try:
+                RewardSelector.load(reward, describe_task(task))  # a bad file fails before any rollout
+            except ValueError as exc:
+                _fail(str(exc))
         for spec in specs:
             try:
                 policy.schedule_for(spec.num_inference_steps)
@@ -203,8 +210,9 @@ def run(cfg: DictConfig) -> int:
         reports = evaluate_sweep(
             jobs, specs, n_episodes, seed, launcher=launcher, out_dir=out_dir, seeds_per_unit=seeds_per_unit,
             resume=bool(cfg.resume), videos=videos, video_samplers=video_samplers, device=device,
-            progress=bool(cfg.progress), meta=meta, n_envs=n_envs, env_kwargs=env_kwargs, max_steps=max_steps,
-            stop_on_success=bool(cfg.stop_on_success),
+            progress=bool(cfg.progress), meta=meta,
+            rollout=RolloutConfig(n_envs=n_envs, env_kwargs=env_kwargs, max_steps=max_steps,
+                                  stop_on_success=bool(cfg.stop_on_success)),
         )
     finally:
         launcher.close()

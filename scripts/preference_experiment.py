@@ -37,21 +37,22 @@ def _slug(task: str) -> str:
 
 def load_pool(task: str, n: int, cache_dir: Path) -> tuple[np.ndarray, list[str]]:
     """Raw features [n, d] of n expert rollouts (env seeds 0..n-1), cached as .npz."""
-    from policy_sampler.preference import feature_names, featurize
+    from policy_sampler.preference import featurize
 
     path = cache_dir / f"{_slug(task)}_{n}.npz"
     if path.exists():
         with np.load(path) as data:
             return data["features"], [str(x) for x in data["names"]]
-    from policy_sampler.data.demos import collect_episode, make_env
+    from policy_sampler.data.demos import collect_episode
     from policy_sampler.serialization import atomic_path
-    from policy_sampler_envs.registry import make_expert
+    from policy_sampler_envs import describe_task, make_env, make_expert
 
     env = make_env(task)
     expert = make_expert(task, env)
     episodes = [collect_episode(env, expert, seed) for seed in range(n)]
     env.close()
-    features, names = featurize(task, episodes), feature_names(task)
+    description = describe_task(task)
+    features, names = featurize(description, episodes), list(description.feature_names)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:

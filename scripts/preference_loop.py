@@ -41,13 +41,14 @@ def _fail(message: str) -> None:
 
 def evaluate_policy(policy, task, label, control, n_episodes, seed, w_true, normalizer) -> dict[str, Any]:
     """Held-out episodes through ChunkRunner; the preference share, true reward and success."""
-    from policy_sampler.evaluation import SamplerSpec, evaluate_sampler, summarize, wilson_interval
     from policy_sampler.preference import featurize
+    from policy_sampler.rollout import RolloutConfig, SamplerSpec, evaluate_sampler, summarize, wilson_interval
+    from policy_sampler_envs import describe_task
 
     spec = SamplerSpec(label, "ddpm", control={"inference_delay": 0, **control})
-    report, _ = evaluate_sampler(policy, task, spec, n_episodes, seed, record_trajectories=True)
+    report, _ = evaluate_sampler(policy, task, spec, n_episodes, seed, rollout=RolloutConfig(record_trajectories=True))
     trajs = [SimpleNamespace(**report.trajectories[i]) for i in sorted(report.trajectories)]
-    true_reward = normalizer.transform(featurize(task, trajs)) @ w_true
+    true_reward = normalizer.transform(featurize(describe_task(task), trajs)) @ w_true
     left = sum(1 for e in report.episodes if e.get("side") == "left")
     success = sum(1 for e in report.episodes if e["success"])
     row = summarize(report)
@@ -57,7 +58,7 @@ def evaluate_policy(policy, task, label, control, n_episodes, seed, w_true, norm
 
 
 def pooled(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    from policy_sampler.evaluation import wilson_interval
+    from policy_sampler.rollout import wilson_interval
 
     n = sum(r["n"] for r in rows)
     left, success = sum(r["left"] for r in rows), sum(r["success"] for r in rows)
@@ -76,16 +77,17 @@ def run(cfg: DictConfig) -> None:
     torch.set_num_threads(int(cfg.num_threads))
     from policy_sampler import DiffusionPolicy
     from policy_sampler.benchmark import machine_name
-    from policy_sampler.data.demos import canonical_task_id
-    from policy_sampler.preference import (FeatureNormalizer, PreferenceLoop, RewardSelector, SimulatedPerson,
-                                           feature_names, featurize)
+    from policy_sampler.preference import FeatureNormalizer, PreferenceLoop, RewardSelector, SimulatedPerson, featurize
     from policy_sampler.preference.response import ResponseModel
     from policy_sampler.sweep.candidates import POOL_NAME, generate_candidates, load_candidates
 
     ckpt = DiffusionPolicy.resolve_checkpoint(Path(to_absolute_path(str(cfg.checkpoint))))
     policy = DiffusionPolicy.load(ckpt)
+    from policy_sampler_envs import canonical_task_id, describe_task
+
     task = canonical_task_id(str(cfg.task or policy.metadata.get("task")))
-    names = feature_names(task)
+    description = describe_task(task)
+    names = list(description.feature_names)
     preference = OmegaConf.to_container(cfg.preference)
     unknown = sorted(set(preference) - set(names))
     if unknown:
@@ -110,7 +112,7 @@ def run(cfg: DictConfig) -> None:
         episodes = generate_candidates(ckpt, task, pool_size, sampler=str(cfg.pool.sampler), seed=int(cfg.pool.seed),
                                        out_dir=pool_dir)
         pool_note = f"generated in {time.perf_counter() - start:.1f} s"
-    raw = featurize(task, episodes)
+    raw = featurize(description, episodes)
     normalizer = FeatureNormalizer.fit(raw, names)
     features = normalizer.transform(raw)
     pool_left = np.mean([e.side == "left" for e in episodes])
@@ -129,11 +131,11 @@ def run(cfg: DictConfig) -> None:
                               **learner_options)
         for q in queries:
             loop.run_until(q)
-            selector = RewardSelector(task, loop.learner.posterior_samples().numpy(), normalizer,
+            selector = RewardSelector(description, loop.learner.posterior_samples().numpy(), normalizer,
                                       mode=str(evaluation.mode))
-            selector.save(out / f"seed{seed}" / f"reward_q{loop.n_answers}.json")  # for evaluate.py reward.file=
+            reward_file = selector.save(out / f"seed{seed}" / f"reward_q{loop.n_answers}.json")  # also for evaluate.py
             row = evaluate_policy(policy, task, f"seed{seed} q{q}",
-                                  {"num_candidates": int(evaluation.num_candidates), "selector": selector},
+                                  {"num_candidates": int(evaluation.num_candidates), "reward": str(reward_file)},
                                   n_eval, int(evaluation.seed), w_true, normalizer)
             row.update(seed=int(seed), queries=loop.n_answers,
                        alignment=float(loop.learner.weights_mean() @ w_true))

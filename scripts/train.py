@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from policy_sampler.training import train  # noqa: E402
+from policy_sampler.training import TrainConfig, train  # noqa: E402
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")
@@ -35,10 +35,10 @@ def main(cfg: DictConfig) -> None:
     if not dataset.is_file():
         _fail(f"dataset {dataset} does not exist")
     policy_cfg = OmegaConf.to_container(cfg.policy, resolve=True)
-    t = OmegaConf.to_container(cfg.train, resolve=True)
-    ema = t.pop("ema")
     try:
-        result = _train(cfg, policy_cfg, t, ema, dataset)
+        train_cfg = TrainConfig.from_dict(OmegaConf.to_container(cfg.train, resolve=True))
+        result = train(policy_cfg, dataset, to_absolute_path(str(cfg.out_dir)), train_cfg,
+                       metadata={"task": str(cfg.task)})
     except (ValueError, FileNotFoundError) as exc:  # bad settings or data: a message, not a traceback
         _fail(str(exc))
     print(
@@ -50,35 +50,6 @@ def main(cfg: DictConfig) -> None:
 def _fail(message: str, status: int = 2) -> None:
     print(f"train: error: {message}", file=sys.stderr, flush=True)
     sys.exit(status)
-
-
-def _train(cfg: DictConfig, policy_cfg: dict, t: dict, ema: dict, dataset: Path):
-    return train(
-        policy_cfg,
-        dataset_path=dataset,
-        out_dir=to_absolute_path(str(cfg.out_dir)),
-        steps=t["steps"],
-        epochs=t["epochs"],
-        batch_size=t["batch_size"],
-        lr=float(t["lr"]),
-        weight_decay=float(t["weight_decay"]),
-        betas=tuple(float(b) for b in t["betas"]),
-        lr_scheduler=t["lr_scheduler"],
-        warmup_steps=t["warmup_steps"],
-        grad_clip_norm=t["grad_clip_norm"],
-        ema_enabled=bool(ema["enabled"]),
-        ema_power=ema["power"],
-        ema_inv_gamma=float(ema["inv_gamma"]),
-        ema_max_decay=float(ema["max_decay"]),
-        ema_update_after_step=ema["update_after_step"],
-        seed=t["seed"],
-        device=t["device"],
-        val_every=t["val_every"],
-        num_workers=t["num_workers"],
-        num_threads=t["num_threads"],
-        progress=bool(t["progress"]),
-        metadata={"task": str(cfg.task)},
-    )
 
 
 if __name__ == "__main__":

@@ -278,7 +278,7 @@ def test_atomic_write(tmp_path, monkeypatch, error):
     monkeypatch.setattr(demos, "_write_demo", failing)
     with pytest.raises(error):
         write_robomimic_hdf5(final, episodes, env_args)
-    assert calls[1] == {f"demos.hdf5.tmp-{os.getpid()}"}  # a temp file existed mid-write...
+    assert calls[1] == {f".demos.tmp-{os.getpid()}.hdf5"}  # a temp file existed mid-write...
     assert _listing(tmp_path) == set()  # ...and nothing is left
     final.write_bytes(b"previous")
     calls.clear()

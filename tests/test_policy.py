@@ -17,7 +17,7 @@ import torch
 from policy_sampler import DiffusionPolicy, available_samplers
 from policy_sampler.policy import DiffusionPolicyConfig, Normalizer, PolicyOutput
 from policy_sampler.policy import diffusion_policy as dp_module
-from policy_sampler.training import EMA, train
+from policy_sampler.training import EMA, TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 OBS_DIM, ACT_DIM = 3, 2
@@ -65,8 +65,9 @@ def demo_file(tmp_path_factory) -> Path:
 def trained(demo_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     result = train(
-        dict(TINY), demo_file, out, steps=30, batch_size=32, lr=2e-3, warmup_steps=2, val_every=10,
-        seed=0, progress=False, metadata={"task": "Synthetic-v0"},
+        dict(TINY), demo_file, out,
+        TrainConfig(steps=30, batch_size=32, lr=2e-3, warmup_steps=2, val_every=10, seed=0, progress=False),
+        metadata={"task": "Synthetic-v0"},
     )
     return result
 
@@ -198,7 +199,7 @@ def test_save_is_atomic(policy, tmp_path, monkeypatch):
     def broken_dump(*args, **kwargs):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(dp_module.json, "dump", broken_dump)
+    monkeypatch.setattr(dp_module.json, "dumps", broken_dump)
     with pytest.raises(OSError, match="simulated"):
         policy.save(target)  # over an existing checkpoint: it stays as it was
     with pytest.raises(OSError, match="simulated"):

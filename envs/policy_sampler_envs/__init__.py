@@ -1,9 +1,10 @@
 """Gymnasium/MuJoCo tasks of policy_sampler, registered under the ``PolicySampler`` namespace.
 
-Importing this package registers every task with Gymnasium and its scripted expert with
-:mod:`policy_sampler_envs.registry`, so
+Importing this package registers every task with Gymnasium and its scripted expert and
+description with :mod:`policy_sampler_envs.registry`, so
 ``gymnasium.make("policy_sampler_envs:PolicySampler/<Task>-v0")`` works from a fresh
-interpreter and ``make_expert(task_id, env)`` gives the task's demonstrator.
+interpreter, ``make_expert(task_id, env)`` gives the task's demonstrator and
+``describe_task(task_id)`` what the task tells preference learning and the control loop.
 
 Tasks:
 
@@ -20,9 +21,19 @@ import os
 # Headless rendering: must be set before anything imports mujoco's rendering backend.
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from .registry import Expert, available_tasks, make_expert, register_task  # noqa: E402
+from .description import TaskDescription  # noqa: E402
+from .registry import (  # noqa: E402
+    Expert,
+    available_tasks,
+    canonical_task_id,
+    describe_task,
+    make_env,
+    make_expert,
+    register_task,
+)
 
-__all__ = ["Expert", "available_tasks", "make_expert", "register_task"]
+__all__ = ["Expert", "TaskDescription", "available_tasks", "canonical_task_id", "describe_task", "make_env",
+           "make_expert", "register_task"]
 
 # --- Our own MuJoCo tasks -----------------------------------------------------------------
 register_task(
@@ -30,6 +41,7 @@ register_task(
     entry_point="policy_sampler_envs.obstacle_reach:ObstacleReachEnv",
     max_episode_steps=200,
     expert="policy_sampler_envs.obstacle_reach:ObstacleReachExpert",
+    description="policy_sampler_envs.obstacle_reach:ObstacleReachDescription",
 )
 
 # --- Meta-World tasks ---------------------------------------------------------------------

@@ -82,10 +82,13 @@ import gymnasium  # noqa: E402
 import numpy as np  # noqa: E402
 from gymnasium import spaces  # noqa: E402
 
+from .description import TaskDescription, path_length, squared_jerk  # noqa: E402
+
 __all__ = [
     "METAWORLD_ENV_NAMES",
     "BENCHMARK_ENV_NAMES",
     "DEFAULT_CAMERAS",
+    "MetaWorldDescription",
     "MetaWorldTaskEnv",
     "MetaWorldExpert",
     "EXPERT_VARIATION",
@@ -150,6 +153,8 @@ REGISTERED_ENV_NAMES: tuple[str, ...] = tuple(
 )
 
 MAX_PATH_LENGTH = 500  # every v3 task's ``max_path_length``
+CONTROL_DT = 0.0125  # seconds per env step (Meta-World's frame_skip 5 x 2.5 ms)
+HAND_STEP = 0.01  # metres of hand displacement per unit of action (Meta-World's action_scale)
 OBJECT_BOUND = 10.0  # observation bound of the object blocks (the table is about 1 m wide)
 TASK_PREFIX = "PolicySampler/MetaWorld-"
 
@@ -247,6 +252,11 @@ class MetaWorldTaskEnv(gymnasium.Env):
     def metaworld_env(self) -> Any:
         """The wrapped Meta-World ``SawyerXYZEnv``."""
         return self._env
+
+    @property
+    def dt(self) -> float:
+        """Seconds per env step (Meta-World's frame skip times the physics step)."""
+        return float(self._env.dt)
 
     @property
     def task_vector(self) -> np.ndarray:
@@ -403,6 +413,45 @@ def make_metaworld_expert(env: gymnasium.Env, **kwargs: Any) -> MetaWorldExpert:
     return MetaWorldExpert(env, **settings)
 
 
+class MetaWorldDescription(TaskDescription):
+    """A Meta-World task's features, chunk preview and safe action (hand xyz = obs[0:3], object =
+    obs[4:7], goal = obs[-3:]).
+
+    Features: ``path_length`` and ``jerk`` of the hand, ``final_distance`` (the hand's to the goal for
+    reach tasks, the object's otherwise), ``time`` (steps), ``effort`` (sum of |a_xyz|^2),
+    ``gripper_use`` (mean of the gripper command mapped to [0, 1]: 0 always open, 1 always closed).
+    The preview moves the hand by ``clip(a_xyz) * 1 cm`` per step (Meta-World's mocap) and keeps the
+    rest of the observation; the safe action holds the hand still and keeps the last gripper command
+    (so a grasped object is not dropped).
+    """
+
+    feature_names = ("path_length", "jerk", "final_distance", "time", "effort", "gripper_use")
+    dt = CONTROL_DT
+    action_low, action_high = (-1.0,) * 4, (1.0,) * 4
+    obs_dim, action_dim = 39, 4
+
+    def features(self, observations: np.ndarray, actions: np.ndarray, info: Any) -> np.ndarray:
+        self.check(observations, actions)
+        hand, obj, goal = observations[:, 0:3], observations[:, 4:7], observations[:, -3:]
+        moved = hand if self.task_id[len(TASK_PREFIX):].startswith("reach") else obj
+        gripper = (np.clip(actions[:, 3], -1.0, 1.0) + 1.0) / 2.0
+        return np.array([
+            path_length(hand), squared_jerk(hand), float(np.linalg.norm(moved[-1] - goal[-1])),
+            float(actions.shape[0]), float((actions[:, :3] ** 2).sum()), float(gripper.mean()),
+        ])
+
+    def preview(self, last_observation: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        hand = last_observation[:3] + np.cumsum(np.clip(actions[:, :3], -1.0, 1.0) * HAND_STEP, axis=0)
+        rest = np.broadcast_to(last_observation[3:], (len(actions), last_observation.size - 3))
+        return np.concatenate([hand, rest], axis=1)
+
+    def safe_action(self, last_action: np.ndarray | None) -> np.ndarray:
+        action = np.zeros(4, dtype=np.float32)
+        if last_action is not None:
+            action[3] = np.asarray(last_action, dtype=np.float32).reshape(-1)[3]
+        return action
+
+
 def register_metaworld_tasks() -> list[str]:
     """Register every Meta-World v3 task but :data:`EXCLUDED_ENV_NAMES` (nothing where
     Meta-World is not installed).
@@ -421,6 +470,7 @@ def register_metaworld_tasks() -> list[str]:
             entry_point=f"{__name__}:MetaWorldTaskEnv",
             max_episode_steps=MAX_PATH_LENGTH,
             expert=f"{__name__}:make_metaworld_expert",
+            description=f"{__name__}:MetaWorldDescription",
             kwargs={"env_name": name, "terminate_on_success": True},
         )
         ids.append(task_id)

@@ -37,14 +37,16 @@ import weakref
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from typing import Any  # noqa: E402
+from typing import Any, Mapping  # noqa: E402
 
 import gymnasium  # noqa: E402
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 from gymnasium import spaces  # noqa: E402
 
-__all__ = ["ObstacleReachEnv", "ObstacleReachExpert", "OBSTACLE_REACH_XML"]
+from .description import TaskDescription, path_length, squared_jerk  # noqa: E402
+
+__all__ = ["ObstacleReachDescription", "ObstacleReachEnv", "ObstacleReachExpert", "OBSTACLE_REACH_XML"]
 
 TABLE_HALF = 0.5
 AGENT_RADIUS = 0.025
@@ -52,6 +54,9 @@ OBSTACLE_RADIUS = 0.07
 GOAL_MARK_RADIUS = 0.04
 POS_BOUND = 1.0  # |position| bound of the observation space (the table is +-0.5)
 VEL_BOUND = 5.0  # |velocity| bound of the observation space (the puck tops out near 0.2 m/s)
+TIMESTEP = 0.005  # physics step (s)
+FRAME_SKIP = 8  # physics steps per control step: dt = 0.04 s
+MAX_SPEED = 0.2  # m/s at |action| = 1
 
 # Renderers still open at interpreter exit are closed by an atexit hook while the EGL display
 # is alive: left to garbage collection at shutdown, mujoco.Renderer.__del__ raises EGL errors.
@@ -71,7 +76,7 @@ def _close_open_renderers() -> None:
 OBSTACLE_REACH_XML = f"""
 <mujoco model="obstacle_reach">
   <compiler angle="radian"/>
-  <option timestep="0.005" integrator="implicitfast"/>
+  <option timestep="{TIMESTEP}" integrator="implicitfast"/>
   <visual>
     <global offwidth="640" offheight="640"/>
     <headlight ambient="0.4 0.4 0.4" diffuse="0.35 0.35 0.35" specular="0.05 0.05 0.05"/>
@@ -138,8 +143,8 @@ class ObstacleReachEnv(gymnasium.Env):
         render_mode: str | None = None,
         width: int = 320,
         height: int = 320,
-        frame_skip: int = 8,
-        max_speed: float = 0.2,
+        frame_skip: int = FRAME_SKIP,
+        max_speed: float = MAX_SPEED,
         success_radius: float = 0.03,
         success_bonus: float = 10.0,
     ) -> None:
@@ -370,3 +375,79 @@ class ObstacleReachExpert:
         action = velocity / self.max_speed + self._rng.normal(0.0, self.action_noise, 2)
         low, high = self.action_space.low, self.action_space.high
         return np.clip(action, low, high).astype(self.action_space.dtype)
+
+
+_SIDES = {"left": -1.0, "right": 1.0}
+
+
+class ObstacleReachDescription(TaskDescription):
+    """ObstacleReach's features, chunk preview and safe action (positions in metres, the default
+    ``max_speed`` and ``frame_skip``).
+
+    Features: ``path_length`` (sum of |step| of the puck), ``jerk`` (sum of squared third differences
+    of its position), ``min_clearance`` (smallest gap between the puck's rim and the obstacle's;
+    negative when touching), ``side`` (-1 passed left of the obstacle, +1 right, 0 never passed; from
+    ``info["side"]``, else from where the path first crosses the obstacle's line going up),
+    ``final_distance`` (puck to goal at the end), ``time`` (steps), ``effort`` (sum of |a|^2).
+
+    The preview integrates the velocity commands: position += clip(a) * max_speed * dt. Where the
+    partial path has not passed the obstacle yet, :meth:`chunk_features` sets ``side`` to the side the
+    preview heads to: where its straight-line extension (its mean velocity, from its end point)
+    crosses the obstacle's line, so early chunks already carry a side preference. The safe action is
+    zero velocity (the puck stops).
+    """
+
+    task_id = "PolicySampler/ObstacleReach-v0"
+    feature_names = ("path_length", "jerk", "min_clearance", "side", "final_distance", "time", "effort")
+    dt = TIMESTEP * FRAME_SKIP
+    action_low, action_high = (-1.0, -1.0), (1.0, 1.0)
+    obs_dim, action_dim = 8, 2
+    max_speed = MAX_SPEED
+
+    def features(self, observations: np.ndarray, actions: np.ndarray, info: Mapping[str, Any]) -> np.ndarray:
+        self.check(observations, actions)
+        pos, goal, obstacle = observations[:, 0:2], observations[:, 4:6], observations[:, 6:8]
+        clearance = np.linalg.norm(pos - obstacle, axis=1).min() - OBSTACLE_RADIUS - AGENT_RADIUS
+        return np.array([
+            path_length(pos), squared_jerk(pos), float(clearance), self._side(pos, obstacle, info),
+            float(np.linalg.norm(pos[-1] - goal[-1])), float(actions.shape[0]), float((actions**2).sum()),
+        ])
+
+    @staticmethod
+    def _side(pos: np.ndarray, obstacle: np.ndarray, info: Mapping[str, Any]) -> float:
+        side = info.get("side") if isinstance(info, Mapping) else None
+        if side in _SIDES:
+            return _SIDES[side]
+        oy = obstacle[:, 1]
+        crossing = np.flatnonzero((pos[:-1, 1] < oy[:-1]) & (pos[1:, 1] >= oy[:-1]))
+        if crossing.size == 0:
+            return 0.0
+        t = crossing[0]
+        frac = (oy[t] - pos[t, 1]) / (pos[t + 1, 1] - pos[t, 1])
+        x = pos[t, 0] + frac * (pos[t + 1, 0] - pos[t, 0])
+        return -1.0 if x < obstacle[t, 0] else 1.0
+
+    def preview(self, last_observation: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        vel = np.clip(actions, -1.0, 1.0) * self.max_speed
+        pos = last_observation[:2] + np.cumsum(vel * self.dt, axis=0)
+        rest = np.broadcast_to(last_observation[4:], (len(actions), last_observation.size - 4))
+        return np.concatenate([pos, vel, rest], axis=1)
+
+    def chunk_features(self, past_observations: np.ndarray, past_actions: np.ndarray, chunk: np.ndarray) -> np.ndarray:
+        observations, actions, path = self.chunk_trajectory(past_observations, past_actions, chunk)
+        raw = self.features(observations, actions, {})
+        side = self.feature_names.index("side")
+        if raw[side] == 0.0:  # not past the obstacle yet: the side the preview heads to
+            raw[side] = self._heading_side(past_observations[-1], path)
+        return raw
+
+    @staticmethod
+    def _heading_side(now: np.ndarray, path: np.ndarray) -> float:
+        """-1 / +1: the side of the obstacle where the preview's straight-line extension (its mean
+        velocity from its end) crosses the obstacle's line; the end point's side if it does not rise."""
+        obstacle = now[6:8]
+        end, velocity = path[-1, :2], (path[-1, :2] - now[:2]) / len(path)
+        x = end[0]
+        if velocity[1] > 1e-9 and end[1] < obstacle[1]:
+            x = end[0] + velocity[0] / velocity[1] * (obstacle[1] - end[1])
+        return float(np.sign(x - obstacle[0]))

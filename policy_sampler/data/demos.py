@@ -35,7 +35,6 @@ under ``path`` (a file already there is untouched) nor the temporary file.
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -45,22 +44,23 @@ from typing import Any, Iterable, Sequence
 import h5py
 import numpy as np
 
-from policy_sampler.serialization import atomic_path
+from policy_sampler.data.observations import flat_observation
+from policy_sampler.serialization import atomic_path, scalar_info
+from policy_sampler.validation import check_int
 
 __all__ = [
     "OBS_KEY",
     "Episode",
     "EpisodeList",
     "NotEnoughDemosError",
-    "canonical_task_id",
     "check_output_path",
     "collect",
     "collect_episode",
     "dataset_statistics",
     "diffusion_policy_window",
     "expert_seed",
+    "demo_names",
     "load_sequence_dataset",
-    "make_env",
     "make_env_args",
     "split_train_valid",
     "write_robomimic_hdf5",
@@ -130,31 +130,6 @@ def expert_seed(seed: int) -> int:
     return int(state.generate_state(1, dtype=np.uint32)[0])
 
 
-def _jsonable(value: Any) -> Any:
-    """A JSON scalar for ``value``, or ``_SKIP`` (arrays, dicts and objects are left out)."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    if isinstance(value, np.ndarray) and value.ndim == 0:
-        return _jsonable(value.item())
-    return _SKIP
-
-
-_SKIP = object()
-
-
-def _flat_obs(obs: Any) -> np.ndarray:
-    if isinstance(obs, dict):
-        raise TypeError("demo collection needs a flat Box observation, got a dict observation")
-    return np.asarray(obs, dtype=np.float32).reshape(-1)
-
-
 def collect_episode(
     env: Any,
     expert: Any,
@@ -173,14 +148,14 @@ def collect_episode(
     e_seed = expert_seed(seed) if expert_seed_value is None else int(expert_seed_value)
     obs, info = env.reset(seed=seed)
     expert.reset(e_seed)
-    obs = _flat_obs(obs)
+    obs = flat_observation(obs)
     observations, next_observations, actions, rewards = [], [], [], []
     success = bool(info.get("is_success", False))
     terminated = truncated = False
     while True:
         action = np.asarray(expert.act(obs), dtype=np.float32).reshape(-1)
         next_obs, reward, terminated, truncated, info = env.step(action)
-        next_obs = _flat_obs(next_obs)
+        next_obs = flat_observation(next_obs)
         observations.append(obs)
         next_observations.append(next_obs)
         actions.append(action)
@@ -194,11 +169,6 @@ def collect_episode(
     T = len(actions)
     dones = np.zeros(T, dtype=np.int64)
     dones[-1] = 1
-    final_info = {}
-    for key, value in info.items():
-        value = _jsonable(value)
-        if value is not _SKIP:
-            final_info[str(key)] = value
     return Episode(
         observations=np.stack(observations).astype(np.float32),
         next_observations=np.stack(next_observations).astype(np.float32),
@@ -210,40 +180,11 @@ def collect_episode(
         expert_seed=e_seed,
         terminated=bool(terminated),
         truncated=bool(truncated),
-        info=final_info,
+        info=scalar_info(info),
     )
 
 
 # ----------------------------------------------------------------------------- tasks
-def canonical_task_id(task_id: str) -> str:
-    """``"policy_sampler_envs:PolicySampler/X-v0"`` -> ``"PolicySampler/X-v0"``."""
-    task_id = str(task_id).strip()
-    return task_id[len(_ENV_PREFIX):] if task_id.startswith(_ENV_PREFIX) else task_id
-
-
-def _available_tasks() -> list[str]:
-    import policy_sampler_envs
-
-    return list(policy_sampler_envs.available_tasks())
-
-
-def _check_task(task_id: str) -> str:
-    task = canonical_task_id(task_id)
-    tasks = _available_tasks()
-    if task not in tasks:
-        listing = "\n  ".join(tasks) if tasks else "(none registered)"
-        raise ValueError(f"unknown task {task_id!r}; available tasks:\n  {listing}")
-    return task
-
-
-def make_env(task_id: str, env_kwargs: dict[str, Any] | None = None):
-    """``gymnasium.make`` of a registered task (``ValueError`` listing the tasks if unknown)."""
-    import gymnasium
-
-    task = _check_task(task_id)
-    return gymnasium.make(task, **dict(env_kwargs or {}))
-
-
 def make_env_args(task_id: str, env: Any = None, env_kwargs: dict[str, Any] | None = None) -> dict:
     """robomimic's ``env_args``: ``{"env_name", "type": "gymnasium", "env_kwargs"}``.
 
@@ -256,6 +197,8 @@ def make_env_args(task_id: str, env: Any = None, env_kwargs: dict[str, Any] | No
     if spec is not None:
         kwargs.update(spec.kwargs or {})
     kwargs.update(env_kwargs or {})
+    from policy_sampler_envs import canonical_task_id
+
     args = {"env_name": canonical_task_id(task_id), "type": "gymnasium", "env_kwargs": kwargs}
     if spec is not None and spec.max_episode_steps is not None:
         args["max_episode_steps"] = int(spec.max_episode_steps)
@@ -288,9 +231,7 @@ def collect(
 
     import policy_sampler_envs
 
-    if isinstance(n_demos, bool) or not isinstance(n_demos, (int, np.integer)) or n_demos < 1:
-        raise ValueError(f"n_demos must be an integer >= 1, got {n_demos!r}")
-    n_demos = int(n_demos)
+    n_demos = check_int("n_demos", n_demos, minimum=1)
     if max_attempts is None:
         max_attempts = 3 * n_demos if keep_only_successful else n_demos
     if not keep_only_successful:
@@ -298,10 +239,10 @@ def collect(
     if max_attempts < n_demos:
         raise ValueError(f"max_attempts ({max_attempts}) must be >= n_demos ({n_demos})")
 
-    task = _check_task(task_id)
+    task = policy_sampler_envs.canonical_task_id(task_id)
     own_env = env is None
     if own_env:
-        env = make_env(task, env_kwargs)
+        env = policy_sampler_envs.make_env(task, **dict(env_kwargs or {}))
     expert = policy_sampler_envs.make_expert(task, env)
     kept = EpisodeList()
     bar = tqdm(total=n_demos, desc=f"collect {task}", unit="demo", disable=not progress, leave=True)
@@ -520,13 +461,20 @@ def diffusion_policy_window(item: dict, n_obs_steps: int = 2, horizon: int = 16)
     }
 
 
-def _demo_names(f: h5py.File, split: str | None) -> list[str]:
+def demo_names(source: str | os.PathLike | h5py.File, split: str | None = None) -> list[str]:
+    """The demos of ``split`` (a ``mask/`` filter) in a file (a path or an open ``h5py.File``), sorted
+    by index: ``None`` is every demo, and so is ``"train"`` in a file without masks; any other split
+    the file lacks has no demos."""
+    if not isinstance(source, h5py.File):
+        with h5py.File(source, "r") as f:
+            return demo_names(f, split)
+    f = source
     if split is not None and "mask" in f and split in f["mask"]:
         names = [n.decode() if isinstance(n, bytes) else str(n) for n in f["mask"][split][()]]
-    elif split is not None and split != "train":
-        raise KeyError(f"no mask/{split} in {f.filename}")
+    elif split is None or split == "train":
+        names = list(f["data"].keys()) if "data" in f else []
     else:
-        names = list(f["data"].keys())
+        names = []
     return sorted(names, key=lambda n: int(n.rsplit("_", 1)[1]))
 
 
@@ -539,7 +487,7 @@ def dataset_statistics(path: str | os.PathLike, split: str | None = "train") -> 
          "n_demos": int, "n_samples": int}
     """
     with h5py.File(path, "r") as f:
-        names = _demo_names(f, split)
+        names = demo_names(f, split)
         if not names:
             raise ValueError(f"{path}: split {split!r} has no demos")
         obs = np.concatenate([f[f"data/{n}/obs/{OBS_KEY}"][()] for n in names]).astype(np.float32)

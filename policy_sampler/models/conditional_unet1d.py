@@ -38,15 +38,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from policy_sampler.validation import is_int
+
 __all__ = [
     "ConditionalUnet1D",
     "ConditionalUnet1DConfig",
     "ConditionalUnet1DDenoiser",
 ]
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass
@@ -73,21 +71,21 @@ class ConditionalUnet1DConfig:
     cond_predict_scale: bool = True
 
     def __post_init__(self) -> None:
-        if not _is_int(self.action_dim) or self.action_dim <= 0:
+        if not is_int(self.action_dim) or self.action_dim <= 0:
             raise ValueError(f"action_dim must be a positive int, got {self.action_dim!r}")
-        if not _is_int(self.global_cond_dim) or self.global_cond_dim < 0:
+        if not is_int(self.global_cond_dim) or self.global_cond_dim < 0:
             raise ValueError(f"global_cond_dim must be a non-negative int, got {self.global_cond_dim!r}")
         if isinstance(self.down_dims, (str, bytes)) or not hasattr(self.down_dims, "__iter__"):
             raise ValueError(f"down_dims must be a non-empty sequence of positive ints, got {self.down_dims!r}")
         self.down_dims = tuple(self.down_dims)
-        if len(self.down_dims) == 0 or not all(_is_int(d) and d > 0 for d in self.down_dims):
+        if len(self.down_dims) == 0 or not all(is_int(d) and d > 0 for d in self.down_dims):
             raise ValueError(f"down_dims must be a non-empty sequence of positive ints, got {self.down_dims!r}")
-        if not _is_int(self.kernel_size) or self.kernel_size <= 0 or self.kernel_size % 2 == 0:
+        if not is_int(self.kernel_size) or self.kernel_size <= 0 or self.kernel_size % 2 == 0:
             raise ValueError(
                 f"kernel_size must be a positive odd int (so convolutions keep the horizon), "
                 f"got {self.kernel_size!r}"
             )
-        if not _is_int(self.n_groups) or self.n_groups <= 0:
+        if not is_int(self.n_groups) or self.n_groups <= 0:
             raise ValueError(f"n_groups must be a positive int, got {self.n_groups!r}")
         bad = [d for d in self.down_dims if d % self.n_groups != 0]
         if bad:
@@ -95,7 +93,7 @@ class ConditionalUnet1DConfig:
                 f"down_dims entries must be divisible by n_groups={self.n_groups} (GroupNorm), got {bad}"
             )
         d = self.diffusion_step_embed_dim
-        if not _is_int(d) or d <= 0 or d % 2 != 0:
+        if not is_int(d) or d <= 0 or d % 2 != 0:
             raise ValueError(f"diffusion_step_embed_dim must be a positive even int, got {d!r}")
         if not isinstance(self.cond_predict_scale, bool):
             raise ValueError(f"cond_predict_scale must be a bool, got {self.cond_predict_scale!r}")
@@ -247,9 +245,10 @@ class ConditionalUnet1D(nn.Module):
         """Number of parameters (``sum(p.numel() for p in self.parameters())``)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
-    def denoiser(self) -> "ConditionalUnet1DDenoiser":
-        """This network as a sampler denoiser ``(x, t, cond) -> Tensor like x``."""
-        return ConditionalUnet1DDenoiser(self)
+    def denoiser(self, differentiable: bool = False) -> "ConditionalUnet1DDenoiser":
+        """This network as a sampler denoiser ``(x, t, cond) -> Tensor like x`` (``differentiable``: its
+        output keeps the autograd graph when grad is enabled)."""
+        return ConditionalUnet1DDenoiser(self, differentiable)
 
     def _check_inputs(
         self, sample: Tensor, timestep: Tensor | int, global_cond: Tensor | None
@@ -275,7 +274,7 @@ class ConditionalUnet1D(nn.Module):
             t = timestep
             if t.is_floating_point() or t.is_complex():
                 raise ValueError(f"timestep must be an integer tensor, got dtype {t.dtype}")
-        elif _is_int(timestep):
+        elif is_int(timestep):
             t = torch.tensor(timestep)
         else:
             raise ValueError(f"timestep must be an int or an integer tensor, got {type(timestep).__name__}")
@@ -348,23 +347,25 @@ class ConditionalUnet1DDenoiser:
     """A :class:`ConditionalUnet1D` as the samplers' denoiser: ``(x [N, horizon, action_dim],
     t LongTensor[N], cond [N, global_cond_dim] | None) -> Tensor like x``.
 
-    Runs under ``torch.no_grad``; ``x`` and ``cond`` are moved and cast to the model's device and dtype
+    Runs under ``torch.no_grad`` unless ``differentiable`` (then autograd can differentiate the output
+    with respect to ``x``, e.g. for guidance); ``x`` and ``cond`` are moved and cast to the model's device and dtype
     (of its first parameter), ``t`` to the model's device as int64, and the output is cast back to ``x``'s
     dtype and device. It does not change the model's train/eval mode (the network has no dropout or
     batch statistics, so the mode does not change its output; call ``model.eval()`` anyway).
     """
 
-    def __init__(self, model: ConditionalUnet1D) -> None:
+    def __init__(self, model: ConditionalUnet1D, differentiable: bool = False) -> None:
         if not isinstance(model, ConditionalUnet1D):
             raise ValueError(f"model must be a ConditionalUnet1D, got {type(model).__name__}")
         self.model = model
+        self.differentiable = bool(differentiable)
 
     def __call__(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
         p = next(self.model.parameters())
         xm = x.to(device=p.device, dtype=p.dtype)
         tm = t.to(device=p.device) if isinstance(t, Tensor) else t  # dtype checked by forward
         cm = cond.to(device=p.device, dtype=p.dtype) if cond is not None else None
-        with torch.no_grad():
+        with torch.set_grad_enabled(self.differentiable and torch.is_grad_enabled()):
             out = self.model(xm, tm, cm)
         return out.to(device=x.device, dtype=x.dtype)
 

@@ -12,21 +12,13 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from policy_sampler.models.conditional_unet1d import ConditionalUnet1DConfig
+from policy_sampler.validation import check_bool, check_int, check_number, is_int
 
 __all__ = ["DiffusionPolicyConfig"]
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if not _is_int(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 @dataclass
@@ -70,8 +62,8 @@ class DiffusionPolicyConfig:
     normalizer_min_range: float = 1e-4
 
     def __post_init__(self) -> None:
-        _positive_int("obs_dim", self.obs_dim)
-        _positive_int("action_dim", self.action_dim)
+        check_int("obs_dim", self.obs_dim, minimum=1)
+        check_int("action_dim", self.action_dim, minimum=1)
         if isinstance(self.obs_keys, str) or not hasattr(self.obs_keys, "__iter__"):
             raise ValueError(f"obs_keys must be a sequence of names, got {self.obs_keys!r}")
         self.obs_keys = tuple(self.obs_keys)
@@ -95,7 +87,7 @@ class DiffusionPolicyConfig:
                 raise ValueError(f"obs_key_dims must be a sequence of positive ints, got {self.obs_key_dims!r}")
             self.obs_key_dims = tuple(self.obs_key_dims)
             if len(self.obs_key_dims) != len(self.obs_keys) or not all(
-                _is_int(d) and d > 0 for d in self.obs_key_dims
+                is_int(d) and d > 0 for d in self.obs_key_dims
             ):
                 raise ValueError(
                     f"obs_key_dims must hold one positive int per obs key {self.obs_keys}, got {self.obs_key_dims}"
@@ -105,9 +97,9 @@ class DiffusionPolicyConfig:
                     f"obs_dim={self.obs_dim} must equal sum(obs_key_dims)={sum(self.obs_key_dims)}"
                 )
 
-        _positive_int("horizon", self.horizon)
-        _positive_int("n_obs_steps", self.n_obs_steps)
-        _positive_int("n_action_steps", self.n_action_steps)
+        check_int("horizon", self.horizon, minimum=1)
+        check_int("n_obs_steps", self.n_obs_steps, minimum=1)
+        check_int("n_action_steps", self.n_action_steps, minimum=1)
         if self.n_obs_steps > self.horizon:
             raise ValueError(f"n_obs_steps={self.n_obs_steps} must not exceed horizon={self.horizon}")
         if self.n_obs_steps - 1 + self.n_action_steps > self.horizon:
@@ -127,8 +119,8 @@ class DiffusionPolicyConfig:
                 f"(2 ** (len(down_dims) - 1) with down_dims={list(self.down_dims)})"
             )
 
-        _positive_int("num_train_timesteps", self.num_train_timesteps)
-        _positive_int("num_inference_steps", self.num_inference_steps)
+        check_int("num_train_timesteps", self.num_train_timesteps, minimum=1)
+        check_int("num_inference_steps", self.num_inference_steps, minimum=1)
         if self.num_inference_steps > self.num_train_timesteps:
             raise ValueError(
                 f"num_inference_steps={self.num_inference_steps} must not exceed "
@@ -139,12 +131,8 @@ class DiffusionPolicyConfig:
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
         for name in ("beta_start", "beta_end", "clip_sample_range", "normalizer_min_range"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-            setattr(self, name, float(value))
-        if not isinstance(self.clip_sample, bool):
-            raise ValueError(f"clip_sample must be a bool, got {self.clip_sample!r}")
+            setattr(self, name, check_number(name, getattr(self, name), positive=True))
+        check_bool("clip_sample", self.clip_sample)
 
     # ------------------------------------------------------------------ derived
     @property

@@ -25,8 +25,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -41,7 +39,8 @@ from policy_sampler.policy.config import DiffusionPolicyConfig
 from policy_sampler.policy.normalizer import Normalizer
 from policy_sampler.samplers import Sampler, make_sampler
 from policy_sampler.schedule import NoiseSchedule
-from policy_sampler.serialization import jsonable
+from policy_sampler.serialization import atomic_directory, jsonable
+from policy_sampler.validation import check_int
 
 if TYPE_CHECKING:  # the runtime imports torch._dynamo (about 1 s): only when a runtime is set
     from policy_sampler.runtime import DenoiserRuntime
@@ -95,9 +94,10 @@ class DiffusionPolicy(nn.Module):
     def device(self) -> torch.device:
         return next(self.ema_model.parameters()).device
 
-    def denoiser(self) -> ConditionalUnet1DDenoiser:
-        """The EMA U-Net as the samplers' denoiser ``(x [N, horizon, action_dim], t [N], cond) -> eps``."""
-        return self.ema_model.denoiser()
+    def denoiser(self, differentiable: bool = False) -> ConditionalUnet1DDenoiser:
+        """The EMA U-Net as the samplers' denoiser ``(x [N, horizon, action_dim], t [N], cond) -> eps``;
+        ``differentiable``: autograd can differentiate its output with respect to ``x`` (guidance)."""
+        return self.ema_model.denoiser(differentiable)
 
     def set_runtime(self, mode: str | None = "eager", **options: Any) -> DenoiserRuntime | None:
         """Run :meth:`predict_action`'s denoiser calls through a
@@ -215,13 +215,8 @@ class DiffusionPolicy(nn.Module):
         (built once per step count and cached); ``None`` (or the configured count) is ``self.schedule``."""
         if num_inference_steps is None:
             return self.schedule
-        n = num_inference_steps
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= int(n) <= self.config.num_train_timesteps:
-            raise ValueError(
-                f"num_inference_steps must be an int in [1, num_train_timesteps={self.config.num_train_timesteps}], "
-                f"got {num_inference_steps!r}"
-            )
-        n = int(n)
+        n = check_int("num_inference_steps", num_inference_steps, minimum=1,
+                      maximum=self.config.num_train_timesteps)  # at most num_train_timesteps
         if n == self.schedule.num_steps:
             return self.schedule
         cache = self.__dict__.setdefault("_schedule_cache", {})
@@ -257,7 +252,9 @@ class DiffusionPolicy(nn.Module):
         ``trajectory_guess``, ``x0_guess`` and ``deadline`` go to samplers that take them (warm start, anytime; see
         :meth:`Sampler.sample`); both live in the normalized action space the sampler runs in.
         ``guidance``: an object with ``bind(denoiser, schedule, cond) -> (denoiser, cond)`` that steers
-        the EMA U-Net (e.g. :class:`~policy_sampler.control.RealTimeChunking`'s inpainting), or None.
+        the EMA U-Net (e.g. :class:`~policy_sampler.control.RealTimeChunking`'s inpainting), or None;
+        it gets the differentiable U-Net when its ``differentiable`` attribute is true (the default),
+        else the sampling denoiser (the runtime, when one is set).
         Uses the EMA weights. Returns unnormalized ``actions`` and ``chunk``.
         """
         c = self.config
@@ -289,9 +286,12 @@ class DiffusionPolicy(nn.Module):
         else:
             raise ValueError(f"sampler must be a name or a Sampler, got {type(sampler).__name__}")
 
-        denoiser = self.sampling_denoiser()
-        if guidance is not None:
-            denoiser, cond = guidance.bind(self.denoiser(), schedule, cond)
+        if guidance is None:
+            denoiser = self.sampling_denoiser()
+        elif getattr(guidance, "differentiable", True):
+            denoiser, cond = guidance.bind(self.denoiser(differentiable=True), schedule, cond)
+        else:
+            denoiser, cond = guidance.bind(self.sampling_denoiser(), schedule, cond)
         result = chosen.sample(denoiser, schedule, x_T, cond=cond, noise=noise, generator=generator,
                                trajectory_guess=trajectory_guess, deadline=deadline, x0_guess=x0_guess)
         chunk = self.normalizer.unnormalize("action", result.sample)
@@ -315,7 +315,6 @@ class DiffusionPolicy(nn.Module):
         from safetensors.torch import save_file
 
         target = Path(path).absolute()
-        target.parent.mkdir(parents=True, exist_ok=True)
         meta = dict(self.metadata)
         if metadata:
             meta.update(metadata)
@@ -327,31 +326,9 @@ class DiffusionPolicy(nn.Module):
             "normalizer_fitted": bool(self.normalizer.fitted),
             "metadata": jsonable(meta),
         }
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        old: Path | None = None
-        try:
+        with atomic_directory(target) as tmp:
             save_file(self.checkpoint_state(), str(tmp / WEIGHTS_NAME), metadata={"format": CHECKPOINT_FORMAT})
-            with open(tmp / CONFIG_NAME, "w") as f:
-                json.dump(document, f, indent=2)
-                f.write("\n")
-            for name in (WEIGHTS_NAME, CONFIG_NAME):
-                _fsync(tmp / name)
-            if target.exists():
-                if not target.is_dir():
-                    raise ValueError(f"checkpoint path {target} exists and is not a directory")
-                old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-                os.replace(target, old / "ckpt")
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if old is not None and (old / "ckpt").exists() and not target.exists():
-                os.replace(old / "ckpt", target)  # put the previous checkpoint back
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        _fsync(target.parent)
+            (tmp / CONFIG_NAME).write_text(json.dumps(document, indent=2) + "\n")
         return target
 
     @staticmethod
@@ -399,15 +376,3 @@ class DiffusionPolicy(nn.Module):
         policy.normalizer.load_state_dict(norm_state, strict=True)
         return policy.to(device).eval()
 
-
-def _fsync(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

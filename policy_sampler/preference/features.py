@@ -1,49 +1,34 @@
 """Trajectory features phi(xi) for preference learning, and their normalization with stored
 constants (the reward is w . phi; arXiv 1810.04303 Sec. III uses hand-designed features).
 
-``featurize(task_id, episodes)`` takes ``policy_sampler.data.demos.Episode`` objects or anything
-with ``observations`` [T, obs_dim], ``actions`` [T, act_dim], an ``info`` dict and, optionally,
+The features are the task's: a task registers a description (``policy_sampler_envs.describe_task``)
+with its ``feature_names`` and a ``features(observations, actions, info)`` method, and this module
+applies it to episodes. It knows no task itself.
+
+``featurize(task, episodes)`` takes ``policy_sampler.data.demos.Episode`` objects or anything with
+``observations`` [T, obs_dim], ``actions`` [T, act_dim], an ``info`` dict and, optionally,
 ``next_observations`` [T, obs_dim] (its last row then counts as the final state).
-
-``PolicySampler/ObstacleReach-v0`` (positions in metres, one step = 0.04 s):
-  path_length (sum of |step| of the puck), jerk (sum of squared third differences of the puck's
-  position), min_clearance (smallest gap between the puck's rim and the obstacle's; negative
-  when touching), side (-1 passed left of the obstacle, +1 right, 0 never passed; from
-  ``info["side"]``, else from where the path first crosses the obstacle's line going up),
-  final_distance (puck to goal at the end), time (steps), effort (sum of |a|^2).
-
-``PolicySampler/MetaWorld-*`` (hand xyz = obs[0:3], object = obs[4:7], goal = obs[-3:]):
-  path_length and jerk of the hand, final_distance (the hand's to the goal for reach tasks, the
-  object's otherwise), time (steps), effort (sum of |a_xyz|^2), gripper_use (mean of the
-  gripper command mapped to [0, 1]: 0 always open, 1 always closed).
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from policy_sampler.data.demos import canonical_task_id
-
-__all__ = ["FeatureNormalizer", "featurize", "feature_names"]
-
-_OBSTACLE_REACH = "PolicySampler/ObstacleReach-v0"
-_METAWORLD_PREFIX = "PolicySampler/MetaWorld-"
-_OBSTACLE_REACH_NAMES = ["path_length", "jerk", "min_clearance", "side", "final_distance", "time", "effort"]
-_METAWORLD_NAMES = ["path_length", "jerk", "final_distance", "time", "effort", "gripper_use"]
-_SIDES = {"left": -1.0, "right": 1.0}
+__all__ = ["FeatureNormalizer", "TrajectoryFeatures", "featurize"]
 
 
-def feature_names(task_id: str) -> list[str]:
-    """The names of ``featurize(task_id, ...)``'s columns, in order."""
-    task = canonical_task_id(task_id)
-    if task == _OBSTACLE_REACH:
-        return list(_OBSTACLE_REACH_NAMES)
-    if task.startswith(_METAWORLD_PREFIX):
-        return list(_METAWORLD_NAMES)
-    raise ValueError(f"no preference features for task {task_id!r}; supported: {_OBSTACLE_REACH} and {_METAWORLD_PREFIX}<env>")
+class TrajectoryFeatures(Protocol):
+    """What preference learning needs of a task (``policy_sampler_envs.TaskDescription`` provides it)."""
+
+    task_id: str
+    feature_names: tuple[str, ...]
+
+    def features(self, observations: np.ndarray, actions: np.ndarray, info: Mapping[str, Any]) -> np.ndarray: ...
+
+    def chunk_features(self, past_observations: np.ndarray, past_actions: np.ndarray,
+                       chunk: np.ndarray) -> np.ndarray: ...
 
 
 def _states(episode: Any, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -65,66 +50,16 @@ def _states(episode: Any, index: int) -> tuple[np.ndarray, np.ndarray]:
     return obs, actions
 
 
-def _path_length(pos: np.ndarray) -> float:
-    return float(np.linalg.norm(np.diff(pos, axis=0), axis=1).sum())
-
-
-def _jerk(pos: np.ndarray) -> float:
-    return float((np.diff(pos, n=3, axis=0) ** 2).sum()) if pos.shape[0] >= 4 else 0.0
-
-
-def _side(pos: np.ndarray, obstacle: np.ndarray, info: Mapping[str, Any]) -> float:
-    side = info.get("side") if isinstance(info, Mapping) else None
-    if side in _SIDES:
-        return _SIDES[side]
-    oy = obstacle[:, 1]
-    crossing = np.flatnonzero((pos[:-1, 1] < oy[:-1]) & (pos[1:, 1] >= oy[:-1]))
-    if crossing.size == 0:
-        return 0.0
-    t = crossing[0]
-    frac = (oy[t] - pos[t, 1]) / (pos[t + 1, 1] - pos[t, 1])
-    x = pos[t, 0] + frac * (pos[t + 1, 0] - pos[t, 0])
-    return -1.0 if x < obstacle[t, 0] else 1.0
-
-
-def _obstacle_reach(obs: np.ndarray, actions: np.ndarray, info: Mapping[str, Any]) -> list[float]:
-    from policy_sampler_envs.obstacle_reach import AGENT_RADIUS, OBSTACLE_RADIUS
-
-    pos, goal, obstacle = obs[:, 0:2], obs[:, 4:6], obs[:, 6:8]
-    clearance = np.linalg.norm(pos - obstacle, axis=1).min() - OBSTACLE_RADIUS - AGENT_RADIUS
-    return [
-        _path_length(pos), _jerk(pos), float(clearance), _side(pos, obstacle, info),
-        float(np.linalg.norm(pos[-1] - goal[-1])), float(actions.shape[0]), float((actions**2).sum()),
-    ]
-
-
-def _metaworld(task: str, obs: np.ndarray, actions: np.ndarray) -> list[float]:
-    hand, obj, goal = obs[:, 0:3], obs[:, 4:7], obs[:, -3:]
-    moved = hand if task[len(_METAWORLD_PREFIX):].startswith("reach") else obj
-    gripper = (np.clip(actions[:, 3], -1.0, 1.0) + 1.0) / 2.0 if actions.shape[1] > 3 else np.zeros(1)
-    return [
-        _path_length(hand), _jerk(hand), float(np.linalg.norm(moved[-1] - goal[-1])), float(actions.shape[0]),
-        float((actions[:, :3] ** 2).sum()), float(gripper.mean()),
-    ]
-
-
-def featurize(task_id: str, episodes: Sequence[Any]) -> np.ndarray:
-    """Features [n, d] (float64) of ``episodes`` for ``task_id``; columns :func:`feature_names`."""
-    task = canonical_task_id(task_id)
-    names = feature_names(task)
+def featurize(task: TrajectoryFeatures, episodes: Sequence[Any]) -> np.ndarray:
+    """Features [n, d] (float64) of ``episodes`` under ``task``'s features; columns ``task.feature_names``."""
     rows = []
     for index, episode in enumerate(episodes):
         obs, actions = _states(episode, index)
-        info = getattr(episode, "info", None) or {}
-        if task == _OBSTACLE_REACH:
-            if obs.shape[1] != 8 or actions.shape[1] != 2:
-                raise ValueError(f"episode {index}: ObstacleReach needs obs_dim 8 and act_dim 2, got {obs.shape[1]} and {actions.shape[1]}")
-            rows.append(_obstacle_reach(obs, actions, info))
-        else:
-            if obs.shape[1] < 7 or actions.shape[1] < 3:
-                raise ValueError(f"episode {index}: Meta-World needs obs_dim >= 7 and act_dim >= 3, got {obs.shape[1]} and {actions.shape[1]}")
-            rows.append(_metaworld(task, obs, actions))
-    return np.asarray(rows, dtype=np.float64).reshape(-1, len(names))
+        try:
+            rows.append(task.features(obs, actions, getattr(episode, "info", None) or {}))
+        except ValueError as exc:
+            raise ValueError(f"episode {index}: {exc}") from None
+    return np.asarray(rows, dtype=np.float64).reshape(-1, len(task.feature_names))
 
 
 class FeatureNormalizer:

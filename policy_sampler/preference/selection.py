@@ -12,58 +12,49 @@ slow one, and episodes time out; ``'thompson'`` draws one posterior sample per
 choice and takes its argmax; ``'soft'`` samples a candidate with probability proportional to
 exp(reward / temperature). With N = 1 the policy is unchanged.
 
-Previews are per task: ``PolicySampler/ObstacleReach-v0`` integrates the velocity commands
-(position += clip(a) * max_speed * dt, read from the env), and where the partial path has not yet
-passed the obstacle the ``side`` feature is the side the preview heads to: where the straight-line
-extension of the preview (its mean velocity, from its end point) crosses the obstacle's line, left
-(-1) or right (+1) of the obstacle (0 straight at it), so early chunks already carry the side preference.
+Previews are the task's (``chunk_features`` of its description, ``policy_sampler_envs.describe_task``):
+where the chunk would take the robot, from a kinematic guess. ObstacleReach's, for example, integrates
+the velocity commands and, before the path passes the obstacle, sets the ``side`` feature to the side
+the preview heads to, so early chunks already carry the side preference.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from policy_sampler.data.demos import canonical_task_id, make_env
-from policy_sampler.preference.features import FeatureNormalizer, feature_names, featurize
+from policy_sampler.preference.features import FeatureNormalizer, TrajectoryFeatures
 from policy_sampler.serialization import atomic_write_bytes
 
 __all__ = ["RewardSelector", "SELECTION_MODES"]
 
 SELECTION_MODES = ("mean", "thompson", "soft")
-_OBSTACLE_REACH = "PolicySampler/ObstacleReach-v0"
 FORMAT = "policy_sampler.RewardSelector"
-
-
-@dataclass
-class _Partial:
-    observations: np.ndarray
-    actions: np.ndarray
-    info: dict
 
 
 class RewardSelector:
     """Scores and picks candidate chunks; see the module docstring.
 
-    ``weights``: ``[d]`` (a weight vector) or ``[M, d]`` (posterior samples; their normalized mean is
-    the point estimate). ``normalizer``: the :class:`FeatureNormalizer` the weights were learned with.
+    ``task``: the task's description (its features and chunk preview). ``weights``: ``[d]`` (a weight
+    vector) or ``[M, d]`` (posterior samples; their normalized mean is the point estimate).
+    ``normalizer``: the :class:`FeatureNormalizer` the weights were learned with.
     """
 
-    def __init__(self, task_id: str, weights: Any, normalizer: FeatureNormalizer, mode: str = "mean",
+    def __init__(self, task: TrajectoryFeatures, weights: Any, normalizer: FeatureNormalizer, mode: str = "mean",
                  temperature: float = 1.0, min_confidence: float = 2.0) -> None:
-        self.task = canonical_task_id(task_id)
-        if self.task != _OBSTACLE_REACH:
-            raise ValueError(f"no chunk preview for task {task_id!r}; reward selection supports {_OBSTACLE_REACH}")
+        if not hasattr(task, "chunk_features"):
+            raise ValueError(f"task must be a task description with chunk_features (policy_sampler_envs."
+                             f"describe_task), got {type(task).__name__}")
+        self.task = task
         samples = np.asarray(weights, dtype=np.float64)
         samples = samples[None] if samples.ndim == 1 else samples
-        d = len(feature_names(self.task))
+        d = len(task.feature_names)
         if samples.ndim != 2 or samples.shape[1] != d or not np.isfinite(samples).all():
-            raise ValueError(f"weights must be finite, [{d}] or [M, {d}] for {self.task}, got shape {samples.shape}")
+            raise ValueError(f"weights must be finite, [{d}] or [M, {d}] for {task.task_id}, got shape {samples.shape}")
         if mode not in SELECTION_MODES:
             raise ValueError(f"mode must be one of {SELECTION_MODES}, got {mode!r}")
         if not temperature > 0:
@@ -79,43 +70,17 @@ class RewardSelector:
         self.normalizer = normalizer
         self.mode = mode
         self.temperature = float(temperature)
-        env = make_env(self.task)
-        self.dt = float(env.unwrapped.dt)
-        self.max_speed = float(env.unwrapped.max_speed)
-        env.close()
 
     # ------------------------------------------------------------------ scoring
-    def preview(self, last_obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        """Observations [L, 8] the chunk ``actions`` [L, 2] would lead to from ``last_obs``."""
-        vel = np.clip(actions, -1.0, 1.0) * self.max_speed
-        pos = last_obs[:2] + np.cumsum(vel * self.dt, axis=0)
-        rest = np.broadcast_to(last_obs[4:], (len(actions), last_obs.size - 4))
-        return np.concatenate([pos, vel, rest], axis=1)
-
     def features(self, past_obs: np.ndarray, past_actions: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        """Normalized features [N, d] of the episode so far (``past_obs`` [T + 1, 8]: every observation
-        including the current one; ``past_actions`` [T, 2]) followed by each candidate [N, L, 2]."""
-        previews = [self.preview(past_obs[-1], chunk) for chunk in candidates]
-        partials = [_Partial(np.concatenate([past_obs, path[:-1]]),
-                             np.concatenate([past_actions.reshape(-1, chunk.shape[-1]), chunk]), {})
-                    for path, chunk in zip(previews, candidates)]
-        raw = featurize(self.task, partials)
-        side = feature_names(self.task).index("side")
-        for k, path in enumerate(previews):
-            if raw[k, side] == 0.0:  # not past the obstacle yet: the side the preview heads to
-                raw[k, side] = self._heading_side(past_obs[-1], path)
+        """Normalized features [N, d] of the episode so far (``past_obs`` [T + 1, obs_dim]: every
+        observation including the current one; ``past_actions`` [T, action_dim]) followed by each
+        candidate chunk [N, L, action_dim], previewed by the task."""
+        past_obs = np.asarray(past_obs, dtype=np.float64)
+        past_actions = np.asarray(past_actions, dtype=np.float64)
+        raw = np.stack([self.task.chunk_features(past_obs, past_actions, np.asarray(chunk, dtype=np.float64))
+                        for chunk in candidates])
         return self.normalizer.transform(raw)
-
-    @staticmethod
-    def _heading_side(now: np.ndarray, path: np.ndarray) -> float:
-        """-1 / +1: the side of the obstacle where the preview's straight-line extension (its mean
-        velocity from its end) crosses the obstacle's line; the end point's side if it does not rise."""
-        obstacle = now[6:8]
-        end, velocity = path[-1, :2], (path[-1, :2] - now[:2]) / len(path)
-        x = end[0]
-        if velocity[1] > 1e-9 and end[1] < obstacle[1]:
-            x = end[0] + velocity[0] / velocity[1] * (obstacle[1] - end[1])
-        return float(np.sign(x - obstacle[0]))
 
     def rewards(self, features: np.ndarray) -> np.ndarray:
         return features @ self.weights
@@ -139,7 +104,7 @@ class RewardSelector:
 
     # ------------------------------------------------------------------ files
     def state_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "task": self.task, "weights": self.samples.tolist(),
+        return {"format": FORMAT, "task": self.task.task_id, "weights": self.samples.tolist(),
                 "normalizer": self.normalizer.state_dict(), "mode": self.mode, "temperature": self.temperature,
                 "min_confidence": self.min_confidence}
 
@@ -149,14 +114,22 @@ class RewardSelector:
         return path
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, Any], **overrides: Any) -> "RewardSelector":
+    def from_state_dict(cls, state: Mapping[str, Any], task: TrajectoryFeatures, **overrides: Any) -> "RewardSelector":
+        """The selector saved in ``state``, for ``task`` (which must be the task it was learned on)."""
         if not isinstance(state, Mapping) or state.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} file (format {state.get('format') if isinstance(state, Mapping) else None!r})")
+        if state.get("task") != task.task_id:
+            raise ValueError(f"the reward was learned on task {state.get('task')!r}, not {task.task_id!r}")
         args = dict(mode=state["mode"], temperature=state["temperature"],
                     min_confidence=state.get("min_confidence", 2.0))
         args.update(overrides)
-        return cls(state["task"], state["weights"], FeatureNormalizer.from_state_dict(state["normalizer"]), **args)
+        return cls(task, state["weights"], FeatureNormalizer.from_state_dict(state["normalizer"]), **args)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, **overrides: Any) -> "RewardSelector":
-        return cls.from_state_dict(json.loads(Path(path).read_text()), **overrides)
+    def load(cls, path: str | os.PathLike, task: TrajectoryFeatures, **overrides: Any) -> "RewardSelector":
+        """The selector saved at ``path`` by :meth:`save`, for ``task``."""
+        try:
+            state = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"cannot read the reward file {path}: {exc}") from None
+        return cls.from_state_dict(state, task, **overrides)

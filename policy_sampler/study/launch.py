@@ -17,12 +17,13 @@ from typing import Any
 
 from starlette.applications import Starlette
 
-from policy_sampler.data.demos import Episode, canonical_task_id
+from policy_sampler.data.demos import Episode
 from policy_sampler.study.app import create_app
 from policy_sampler.study.db import StudyDB
 from policy_sampler.study.pool import StudyPool, build_pool, expert_episodes
 from policy_sampler.study.session import ActiveBatches, BatchSource, FixedBatches, Study
 from policy_sampler.sweep.candidates import load_candidates
+from policy_sampler_envs import canonical_task_id
 
 MODES = ("active", "fixed")
 KNOWN_KEYS = {"": {"name", "task", "instructions", "pool", "video", "batches"}, "pool": {"seeds", "candidates"},

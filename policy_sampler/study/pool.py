@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from policy_sampler.data.demos import Episode, canonical_task_id, collect_episode, make_env
+from policy_sampler.data.demos import Episode, collect_episode
+from policy_sampler_envs import canonical_task_id
 
 RENDER_VERSION = "1"  # bump when render.py's output for the same trajectory changes
 
@@ -47,16 +48,18 @@ class StudyPool:
     def features(self) -> tuple[np.ndarray, dict[str, Any]]:
         """The preference library's features of the pool, ``(N, d)``, standardized by a
         ``FeatureNormalizer`` fitted on the pool, and that normalizer's ``state_dict``."""
-        from policy_sampler.preference import FeatureNormalizer, feature_names, featurize
+        from policy_sampler.preference import FeatureNormalizer, featurize
+        from policy_sampler_envs import describe_task
 
-        raw = np.asarray(featurize(self.task, self.episodes), dtype=np.float64)
-        normalizer = FeatureNormalizer.fit(raw, feature_names(self.task))
+        task = describe_task(self.task)
+        raw = np.asarray(featurize(task, self.episodes), dtype=np.float64)
+        normalizer = FeatureNormalizer.fit(raw, task.feature_names)
         return normalizer.transform(raw), normalizer.state_dict()
 
 
 def expert_episodes(task: str, seeds: Sequence[int]) -> list[Episode]:
     """One scripted-expert episode of ``task`` per env seed (deterministic)."""
-    from policy_sampler_envs.registry import make_expert
+    from policy_sampler_envs import make_env, make_expert
 
     env = make_env(task)
     try:

@@ -19,7 +19,7 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from policy_sampler.data.demos import Episode, make_env  # noqa: E402
+from policy_sampler.data.demos import Episode  # noqa: E402
 from policy_sampler.serialization import atomic_path  # noqa: E402
 
 REPLAY_ATOL = 1e-5
@@ -75,7 +75,9 @@ def render_videos(task: str, jobs: Sequence[tuple[Episode, Path]], width: int = 
         raise ValueError(f"video width and height must be even and >= 16 (yuv420p), got {width}x{height}")
     if not jobs:
         return
-    env = make_env(task, {"render_mode": "rgb_array", "width": int(width), "height": int(height)})
+    from policy_sampler_envs import make_env
+
+    env = make_env(task, render_mode="rgb_array", width=int(width), height=int(height))
     try:
         fps = int(env.metadata.get("render_fps", 25))
         for k, (episode, path) in enumerate(jobs, 1):

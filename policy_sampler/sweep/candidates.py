@@ -21,12 +21,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from policy_sampler.data.demos import Episode
-from policy_sampler.evaluation import SamplerSpec
+from policy_sampler.rollout import RolloutConfig, SamplerSpec
 from policy_sampler.serialization import atomic_path, jsonable
 from policy_sampler.sweep.checkpoint import CheckpointBlob
 from policy_sampler.sweep.launchers import Launcher, UnitFn, make_launcher
 from policy_sampler.sweep.runner import run_sweep
-from policy_sampler.sweep.units import plan_units, run_unit
+from policy_sampler.sweep.units import plan_units, run_unit, unit_options
 
 __all__ = ["POOL_NAME", "generate_candidates", "load_candidates", "write_candidates"]
 
@@ -105,17 +105,17 @@ def generate_candidates(
     device: str = "cpu",
     progress: bool = False,
     unit_fn: UnitFn = run_unit,
-    **rollout_options: Any,
+    rollout: RolloutConfig | None = None,
 ) -> list[Episode]:
     """Roll the checkpoint's policy with ``sampler`` (``sampler_options``, ``num_inference_steps``) on env
-    seeds ``seed .. seed + n - 1`` (``rollout_options``: ``n_envs``, ``max_steps``, ``env_kwargs``,
+    seeds ``seed .. seed + n - 1`` (``rollout``: ``n_envs``, ``max_steps``, ``env_kwargs``,
     ``stop_on_success``) and return the ``n`` episodes in seed order. With ``out_dir``, units are stored
     there (``resume`` skips the stored ones) and the pool is written to ``<out_dir>/candidates.npz``."""
+    # an unknown sampler or option is a ValueError here, before anything runs
     spec = SamplerSpec(label or sampler, sampler, dict(sampler_options or {}), num_inference_steps)
-    spec.make()  # unknown sampler or option: ValueError before anything runs
     blob = checkpoint if isinstance(checkpoint, CheckpointBlob) else CheckpointBlob.read(checkpoint)
     units = plan_units("candidates", task, blob.digest, [spec], n, seed, seeds_per_unit,
-                       options=rollout_options, device=device)
+                       options=unit_options(rollout), device=device)
     results = run_sweep(units, {blob.digest: blob}, make_launcher(launcher), out_dir, resume=resume,
                         progress=progress, unit_fn=unit_fn)
     episodes = [e for u in units for e in _unit_episodes(*results[u.unit_id], spec.label)]

@@ -1,6 +1,6 @@
-"""Evaluation sweeps: :func:`policy_sampler.evaluation.evaluate`'s table, computed as units (sampler
+"""Evaluation sweeps: :func:`policy_sampler.rollout.evaluate`'s table, computed as units (sampler
 configuration x block of ``seeds_per_unit`` episodes) on any launcher and merged back into one
-:class:`~policy_sampler.evaluation.EvaluationReport` per task.
+:class:`~policy_sampler.rollout.EvaluationReport` per task.
 
     reports = evaluate_sweep([("PolicySampler/ObstacleReach-v0", "checkpoints/reach")], specs,
                              n_episodes=200, seed=1000, seeds_per_unit=20, launcher="ray", out_dir="eval/big")
@@ -19,11 +19,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from policy_sampler.evaluation import EvaluationReport, SamplerReport, SamplerSpec, merge_control_stats
+from policy_sampler.rollout import EvaluationReport, RolloutConfig, SamplerReport, SamplerSpec, merge_control_stats
 from policy_sampler.sweep.checkpoint import CheckpointBlob
 from policy_sampler.sweep.launchers import Launcher, UnitFn, make_launcher
 from policy_sampler.sweep.runner import run_sweep
-from policy_sampler.sweep.units import Unit, plan_units, run_unit
+from policy_sampler.sweep.units import Unit, plan_units, run_unit, unit_options
 
 __all__ = ["evaluate_sweep", "merge_evaluation"]
 
@@ -88,12 +88,13 @@ def evaluate_sweep(
     meta: Mapping[str, Any] | None = None,
     unit_fn: UnitFn = run_unit,
     on_unit=None,
-    **rollout_options: Any,
+    rollout: RolloutConfig | None = None,
 ) -> list[EvaluationReport]:
     """Evaluate every ``(task, checkpoint)`` job under every spec on ``n_episodes`` seeded episodes, as
     ONE sweep of units (see :func:`policy_sampler.sweep.runner.run_sweep` for ``out_dir``, ``resume``,
-    ``progress``, ``unit_fn``, ``on_unit``; ``rollout_options`` as in ``evaluate_sampler``). Returns one
-    report per job, in order; writing the result files is left to ``write_results``."""
+    ``progress``, ``unit_fn``, ``on_unit``; ``rollout``: how episodes are rolled, see
+    :class:`~policy_sampler.rollout.RolloutConfig`). Returns one report per job, in order; writing the
+    result files is left to ``write_results``."""
     if not jobs:
         raise ValueError("jobs is empty: give at least one (task, checkpoint)")
     launcher = make_launcher(launcher)
@@ -103,7 +104,7 @@ def evaluate_sweep(
         blob = checkpoint if isinstance(checkpoint, CheckpointBlob) else CheckpointBlob.read(checkpoint)
         blobs[blob.digest] = blob
         planned.append((task, plan_units("evaluate", task, blob.digest, specs, n_episodes, seed, seeds_per_unit,
-                                         options=rollout_options, videos=videos, video_samplers=video_samplers,
+                                         options=unit_options(rollout), videos=videos, video_samplers=video_samplers,
                                          device=device)))
     tasks = [task for task, _ in planned]
     if len(set(tasks)) != len(tasks):

@@ -19,6 +19,7 @@ import numpy as np
 
 from policy_sampler.sweep.checkpoint import CheckpointBlob
 from policy_sampler.sweep.units import Unit, run_unit
+from policy_sampler.validation import check_int, check_number
 
 __all__ = ["LAUNCHERS", "Launcher", "LocalLauncher", "RayLauncher", "UnitFn", "make_launcher"]
 
@@ -105,12 +106,10 @@ class RayLauncher(Launcher):
     def __init__(self, address: str | None = None, num_cpus: int | None = None, num_cpus_per_unit: float = 1,
                  num_gpus_per_unit: float = 0, max_retries: int = 3,
                  init_kwargs: Mapping[str, Any] | None = None) -> None:
-        for key, value, low in (("num_cpus_per_unit", num_cpus_per_unit, 0), ("num_gpus_per_unit", num_gpus_per_unit, 0),
-                                ("max_retries", max_retries, 0)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
-                raise ValueError(f"ray {key} must be a number >= {low}, got {value!r}")
-        if num_cpus is not None and (isinstance(num_cpus, bool) or not isinstance(num_cpus, int) or num_cpus < 1):
-            raise ValueError(f"ray num_cpus must be an int >= 1 or None, got {num_cpus!r}")
+        for key, value in (("num_cpus_per_unit", num_cpus_per_unit), ("num_gpus_per_unit", num_gpus_per_unit),
+                           ("max_retries", max_retries)):
+            check_number(f"ray {key}", value, minimum=0)
+        check_int("ray num_cpus", num_cpus, minimum=1, allow_none=True)
         if address is not None and not isinstance(address, str):
             raise ValueError(f"ray address must be null, 'auto' or host:port, got {address!r}")
         if address is not None and num_cpus is not None:

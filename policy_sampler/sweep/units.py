@@ -6,7 +6,7 @@ block's episodes and seeds, rollout options, device) and nothing about where it 
 of that content, so the same unit planned twice, by any launcher, has the same id and the same result
 file (``<out_dir>/units/<unit_id>.json``), and a resumed sweep recognises what is already done.
 
-Seeding (see :func:`policy_sampler.evaluation.evaluate_sampler`): episode i resets its env with seed
+Seeding (see :func:`policy_sampler.rollout.evaluate_sampler`): episode i resets its env with seed
 ``seed + i`` and a block's ``torch.Generator`` is seeded with the env seed of its first episode, so a
 unit's result depends on its content only, never on the unit that ran before it in the same process.
 """
@@ -22,14 +22,21 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from policy_sampler.evaluation import SamplerSpec
+from policy_sampler.rollout import RolloutConfig, SamplerSpec
 from policy_sampler.sweep.checkpoint import CheckpointBlob, load_policy
+from policy_sampler.validation import check_int
 
-__all__ = ["KINDS", "ROLLOUT_OPTIONS", "Unit", "plan_units", "run_unit"]
+__all__ = ["KINDS", "ROLLOUT_OPTIONS", "Unit", "plan_units", "run_unit", "unit_options"]
 
 KINDS = ("evaluate", "candidates")
-# evaluate_sampler's keyword arguments a unit may carry
+# the RolloutConfig fields a unit carries (the rest is decided per unit)
 ROLLOUT_OPTIONS = ("n_envs", "env_kwargs", "max_steps", "stop_on_success")
+
+
+def unit_options(rollout: RolloutConfig | None) -> dict[str, Any]:
+    """The part of ``rollout`` that units carry (:data:`ROLLOUT_OPTIONS`)."""
+    rollout = RolloutConfig() if rollout is None else rollout
+    return {name: getattr(rollout, name) for name in ROLLOUT_OPTIONS}
 
 
 @dataclass(frozen=True)
@@ -56,9 +63,7 @@ class Unit:
         if unknown:
             raise ValueError(f"unknown rollout option(s) {unknown}; valid: {', '.join(ROLLOUT_OPTIONS)}")
         for name in ("seed", "first_episode", "n_episodes", "record_videos"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "n_episodes" else 0):
-                raise ValueError(f"unit {name} must be an int >= {1 if name == 'n_episodes' else 0}, got {value!r}")
+            check_int(f"unit {name}", getattr(self, name), minimum=1 if name == "n_episodes" else 0)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -108,12 +113,8 @@ def plan_units(
     ``video_samplers`` specs keep their frames."""
     for name, value, low in (("n_episodes", n_episodes, 1), ("seed", seed, 0), ("videos", videos, 0),
                              ("video_samplers", video_samplers, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    if seeds_per_unit is None:
-        seeds_per_unit = n_episodes
-    if isinstance(seeds_per_unit, bool) or not isinstance(seeds_per_unit, int) or seeds_per_unit < 1:
-        raise ValueError(f"seeds_per_unit must be an int >= 1 or None, got {seeds_per_unit!r}")
+        check_int(name, value, minimum=low)
+    seeds_per_unit = check_int("seeds_per_unit", seeds_per_unit, minimum=1, allow_none=True) or n_episodes
     if not specs:
         raise ValueError("specs is empty: nothing to run")
     units = []
@@ -130,7 +131,7 @@ def plan_units(
 
 
 def run_unit(unit: Unit, fetch: Callable[[], CheckpointBlob]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Run one unit with :func:`policy_sampler.evaluation.evaluate_sampler` (the one rollout loop) on the
+    """Run one unit with :func:`policy_sampler.rollout.evaluate_sampler` (the one rollout loop) on the
     policy of ``fetch()`` (called only when this process has not loaded that checkpoint yet).
 
     Returns the JSON record (the unit, ``exact``, ``policy_steps``, ``wall_s``, per-episode ``episodes``,
@@ -140,13 +141,12 @@ def run_unit(unit: Unit, fetch: Callable[[], CheckpointBlob]) -> tuple[dict[str,
     episode order (``observations``, ``next_observations``, ``actions``, ``rewards``, ``lengths``).
     """
     from policy_sampler.benchmark import machine_name
-    from policy_sampler.evaluation import evaluate_sampler
+    from policy_sampler.rollout import evaluate_sampler
 
     policy = load_policy(unit.checkpoint, fetch, unit.device)
-    report, frames = evaluate_sampler(
-        policy, unit.task, unit.spec, unit.n_episodes, unit.seed, first_episode=unit.first_episode,
-        record_videos=unit.record_videos, record_trajectories=unit.kind == "candidates", **dict(unit.options),
-    )
+    rollout = RolloutConfig(**dict(unit.options), record_trajectories=unit.kind == "candidates")
+    report, frames = evaluate_sampler(policy, unit.task, unit.spec, unit.n_episodes, unit.seed, rollout=rollout,
+                                      first_episode=unit.first_episode, record_videos=unit.record_videos)
     record: dict[str, Any] = {
         "unit_id": unit.unit_id, "unit": unit.to_dict(), "exact": report.exact, "policy_steps": report.policy_steps,
         "wall_s": report.wall_s, "episodes": report.episodes, "chunks": report.chunks, "control": report.control,

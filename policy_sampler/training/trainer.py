@@ -32,20 +32,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from policy_sampler.policy import DiffusionPolicy, DiffusionPolicyConfig
+from policy_sampler.serialization import atomic_write_bytes
+from policy_sampler.training.config import TrainConfig
 
 __all__ = ["TrainResult", "WindowDataset", "dataset_dims", "load_windows", "policy_stats", "train"]
 
 
 # ----------------------------------------------------------------------------- data
-def _split_demos(path: str | os.PathLike, split: str) -> list[str]:
-    with h5py.File(path, "r") as f:
-        if "mask" in f and split in f["mask"]:
-            return [n.decode() if isinstance(n, bytes) else str(n) for n in f["mask"][split][()]]
-        if split == "train":
-            return list(f["data"].keys())
-        return []
-
-
 def dataset_dims(path: str | os.PathLike, obs_keys: tuple[str, ...] = ("state",)) -> dict[str, int]:
     """Last-dimension sizes of each observation key and of ``"action"`` in the first demo."""
     with h5py.File(path, "r") as f:
@@ -89,9 +82,9 @@ def load_windows(
 ) -> WindowDataset | None:
     """Every window of ``split`` (None when the split has no demos), read through robomimic's
     ``SequenceDataset`` and sliced as DiffusionPolicy does."""
-    from policy_sampler.data.demos import load_sequence_dataset
+    from policy_sampler.data.demos import demo_names, load_sequence_dataset
 
-    if not _split_demos(path, split):
+    if not demo_names(path, split):
         return None
     extra: dict[str, Any] = {}
     if tuple(config.obs_keys) != ("state",):
@@ -214,63 +207,34 @@ def train(
     config: DiffusionPolicyConfig | Mapping[str, Any],
     dataset_path: str | os.PathLike,
     out_dir: str | os.PathLike,
-    *,
-    steps: int | None = None,
-    epochs: int | None = None,
-    batch_size: int = 256,
-    lr: float = 1e-4,
-    weight_decay: float = 1e-6,
-    betas: tuple[float, float] = (0.95, 0.999),
-    lr_scheduler: str = "cosine",
-    warmup_steps: int = 500,
-    grad_clip_norm: float | None = None,
-    ema_enabled: bool = True,
-    ema_power: float | None = 0.75,
-    ema_inv_gamma: float = 1.0,
-    ema_max_decay: float = 0.9999,
-    ema_update_after_step: int = 0,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    val_every: int = 500,
-    num_workers: int = 0,
-    num_threads: int | None = None,
-    progress: bool = True,
+    train_config: TrainConfig | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train a policy on ``dataset_path`` and write ``out_dir/best`` and ``out_dir/last``.
 
     ``config``: a :class:`DiffusionPolicyConfig` or a dict of its fields; ``obs_dim``, ``action_dim``
-    (and ``obs_key_dims``) may be left out and are read from the dataset. Length: ``steps`` optimizer
-    steps, or ``epochs`` passes over the train windows (one of them). ``val_every``: steps between
-    validations and checkpoint saves (also at the end). Seeded by ``seed`` (model init, batches, noise).
-    ``num_threads``: ``torch.set_num_threads`` for this process (None leaves it); on a small, shared CPU
-    one thread is often several times faster for CPU-sized models than contended intra-op threads.
+    (and ``obs_key_dims``) may be left out and are read from the dataset. ``train_config``: the run's
+    :class:`TrainConfig` (default: its defaults). ``metadata`` is recorded in the checkpoints.
     """
     from diffusers.optimization import get_scheduler
     from tqdm import tqdm
 
     from policy_sampler.training.ema import EMA
 
-    if (steps is None) == (epochs is None):
-        raise ValueError(f"give exactly one of steps or epochs, got steps={steps!r} epochs={epochs!r}")
-    for name, value in (("batch_size", batch_size), ("val_every", val_every)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
-        raise ValueError(f"warmup_steps must be a non-negative int, got {warmup_steps!r}")
+    t = TrainConfig() if train_config is None else train_config
+    if not isinstance(t, TrainConfig):
+        raise ValueError(f"train_config must be a TrainConfig, got {type(t).__name__}")
     dataset_path = Path(dataset_path)
     if not dataset_path.is_file():
         raise FileNotFoundError(f"dataset {dataset_path} does not exist")
     out = Path(out_dir)
-    device = torch.device(device)
-    if num_threads is not None:
-        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads <= 0:
-            raise ValueError(f"num_threads must be a positive int or None, got {num_threads!r}")
-        torch.set_num_threads(num_threads)
+    device = torch.device(t.device)
+    if t.num_threads is not None:
+        torch.set_num_threads(t.num_threads)
 
     obs_keys = tuple(config.obs_keys if isinstance(config, DiffusionPolicyConfig) else config.get("obs_keys", ("state",)))
     policy_config = _resolve_config(config, dataset_dims(dataset_path, obs_keys))
-    _seed_everything(seed)
+    _seed_everything(t.seed)
 
     train_windows = load_windows(dataset_path, policy_config, "train")
     if train_windows is None:
@@ -281,37 +245,31 @@ def train(
 
     policy = DiffusionPolicy(policy_config, dataset_stats=stats).to(device)
     policy.train()
-    loader_gen = torch.Generator().manual_seed(seed)
+    loader_gen = torch.Generator().manual_seed(t.seed)
     loader = DataLoader(
-        train_windows, batch_size=min(batch_size, len(train_windows)), shuffle=True, drop_last=True,
-        generator=loader_gen, collate_fn=_passthrough, num_workers=num_workers,
+        train_windows, batch_size=min(t.batch_size, len(train_windows)), shuffle=True, drop_last=True,
+        generator=loader_gen, collate_fn=_passthrough, num_workers=t.num_workers,
     )
-    steps_per_epoch = len(loader)
-    total_steps = steps if steps is not None else epochs * steps_per_epoch
-    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= 0:
-        raise ValueError(f"steps/epochs must give a positive number of steps, got {total_steps!r}")
+    total_steps = t.steps if t.steps is not None else t.epochs * len(loader)
 
-    optimizer = torch.optim.AdamW(policy.model.parameters(), lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(policy.model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
     scheduler = get_scheduler(
-        lr_scheduler, optimizer=optimizer, num_warmup_steps=min(warmup_steps, total_steps),
+        t.lr_scheduler, optimizer=optimizer, num_warmup_steps=min(t.warmup_steps, total_steps),
         num_training_steps=total_steps,
     )
+    e = t.ema
     ema = EMA(
-        policy.model, policy.ema_model, power=ema_power if ema_enabled else None,
-        inv_gamma=ema_inv_gamma, max_decay=ema_max_decay if ema_enabled else 0.0,
-        update_after_step=ema_update_after_step,
+        policy.model, policy.ema_model, power=e.power if e.enabled else None,
+        inv_gamma=e.inv_gamma, max_decay=e.max_decay if e.enabled else 0.0,
+        update_after_step=e.update_after_step,
     )
-    noise_gen = torch.Generator(device=device).manual_seed(seed + 1)
+    noise_gen = torch.Generator(device=device).manual_seed(t.seed + 1)
 
     meta = {
         **dict(metadata or {}),
         "dataset": str(dataset_path.resolve()),
-        "train": {
-            "steps": total_steps, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
-            "betas": list(betas), "lr_scheduler": lr_scheduler, "warmup_steps": warmup_steps,
-            "ema_enabled": ema_enabled, "ema_power": ema_power, "ema_max_decay": ema_max_decay, "seed": seed,
-            "train_windows": len(train_windows), "valid_windows": len(valid_windows) if valid_windows else 0,
-        },
+        "train": {**t.to_dict(), "steps": total_steps, "train_windows": len(train_windows),
+                  "valid_windows": len(valid_windows) if valid_windows else 0},
     }
     train_losses: list[float] = []
     val_losses: list[tuple[int, float]] = []
@@ -321,10 +279,10 @@ def train(
 
     def checkpoint(step: int) -> None:
         nonlocal best
-        recent = train_losses[-val_every:]
+        recent = train_losses[-t.val_every:]
         train_mean = float(np.mean(recent)) if recent else math.nan
         if valid_windows is not None:
-            score = evaluate_loss(policy, valid_windows, batch_size, seed=seed)
+            score = evaluate_loss(policy, valid_windows, t.batch_size, seed=t.seed)
             val_losses.append((step, score))
         else:
             score = train_mean
@@ -339,7 +297,7 @@ def train(
             policy.save(best_path, metadata={**step_meta, "best": True})
 
     start = time.perf_counter()
-    bar = tqdm(total=total_steps, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=total_steps, desc="train", unit="step", disable=not t.progress, dynamic_ncols=True)
     step = 0
     try:
         while step < total_steps:
@@ -348,8 +306,8 @@ def train(
                 loss = policy.compute_loss(batch, generator=noise_gen)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if grad_clip_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(policy.model.parameters(), grad_clip_norm)
+                if t.grad_clip_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(policy.model.parameters(), t.grad_clip_norm)
                 optimizer.step()
                 scheduler.step()
                 ema.step()
@@ -360,7 +318,7 @@ def train(
                 step += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{value:.4f}", refresh=False)
-                if step % val_every == 0 or step == total_steps:
+                if step % t.val_every == 0 or step == total_steps:
                     checkpoint(step)
                     if val_losses and val_losses[-1][0] == step:
                         bar.set_postfix(loss=f"{value:.4f}", val=f"{val_losses[-1][1]:.4f}", refresh=False)
@@ -377,9 +335,7 @@ def train(
         "steps_per_second": step / seconds if seconds > 0 else math.nan,
         "best_loss": best,
     }
-    tmp = out / ".train_log.json.tmp"
-    tmp.write_text(json.dumps(log, indent=2, default=float) + "\n")
-    os.replace(tmp, out / "train_log.json")
+    atomic_write_bytes(out / "train_log.json", (json.dumps(log, indent=2, default=float) + "\n").encode())
     return TrainResult(
         out_dir=out, best_path=best_path, last_path=last_path, steps=step, train_losses=train_losses,
         val_losses=val_losses, best_loss=best, seconds=seconds, steps_per_second=log["steps_per_second"], log=log,

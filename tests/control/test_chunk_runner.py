@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from policy_sampler import DiffusionPolicy
-from policy_sampler.control import ChunkRunner, RealTimeChunking, boundary_jerk, ensemble, soft_mask
+from policy_sampler.control import ChunkRunner, RealTimeChunking, RunnerConfig, boundary_jerk, ensemble, soft_mask
 from policy_sampler.policy.config import DiffusionPolicyConfig
 
 OBS_DIM, ACTION_DIM = 8, 2
@@ -34,7 +34,7 @@ def observation(k: int) -> np.ndarray:
 
 def test_10hz_loop_has_no_misses(policy):
     """A real-time 10 Hz loop with the small model: every chunk is computed behind execution."""
-    runner = ChunkRunner(policy, sampler="ddpm", budget_s=0.1, seed=0)
+    runner = ChunkRunner(policy, sampler="ddpm", budget_s=0.1, config=RunnerConfig(seed=0))
     runner.reset(observation(0))
     period, t_next = 0.1, time.perf_counter()
     try:
@@ -63,7 +63,7 @@ def test_slow_denoiser_forces_misses_but_every_tick_gets_an_action(monkeypatch):
         return fast(x, t, cond)
 
     monkeypatch.setattr(policy, "denoiser", lambda: slow)
-    runner = ChunkRunner(policy, sampler="ddpm", budget_s=0.05, fallback_steps=2, seed=0)
+    runner = ChunkRunner(policy, sampler="ddpm", budget_s=0.05, config=RunnerConfig(fallback_steps=2, seed=0))
     actions = []
     try:
         for k in range(30):
@@ -82,7 +82,7 @@ def test_slow_denoiser_forces_misses_but_every_tick_gets_an_action(monkeypatch):
 
 def test_simulated_delay_is_deterministic_and_drops_stale_actions(policy):
     def run(delay, seed=3):
-        runner = ChunkRunner(policy, sampler="paradigms", inference_delay=delay, seed=seed)
+        runner = ChunkRunner(policy, sampler="paradigms", config=RunnerConfig(inference_delay=delay, seed=seed))
         runner.reset(observation(0))
         acts = [runner.act(observation(k)) for k in range(24)]
         return np.stack(acts), runner.stats()
@@ -97,7 +97,7 @@ def test_simulated_delay_is_deterministic_and_drops_stale_actions(policy):
 
 
 def test_first_chunk_is_predict_action_on_the_same_draws(policy):
-    runner = ChunkRunner(policy, sampler="ddpm", inference_delay=0, seed=5)
+    runner = ChunkRunner(policy, sampler="ddpm", config=RunnerConfig(inference_delay=0, seed=5))
     runner.reset(observation(0))
     got = np.stack([runner.act(observation(0)) for _ in range(8)])
     g = torch.Generator().manual_seed(5)
@@ -108,7 +108,7 @@ def test_first_chunk_is_predict_action_on_the_same_draws(policy):
 
 
 def test_batched_envs(policy):
-    runner = ChunkRunner(policy, sampler="ddpm", inference_delay=1, num_envs=3, seed=0)
+    runner = ChunkRunner(policy, sampler="ddpm", config=RunnerConfig(inference_delay=1, num_envs=3, seed=0))
     out = runner.act([observation(0), observation(1), observation(2)])
     assert out.shape == (3, ACTION_DIM)
     with pytest.raises(ValueError, match="expects 3 observations"):
@@ -117,7 +117,7 @@ def test_batched_envs(policy):
 
 @pytest.mark.parametrize("smoothing", ["rtc", "ensemble"])
 def test_smoothing_runs_in_the_loop(policy, smoothing):
-    runner = ChunkRunner(policy, sampler="ddpm", inference_delay=2, smoothing=smoothing, seed=0)
+    runner = ChunkRunner(policy, sampler="ddpm", config=RunnerConfig(inference_delay=2, smoothing=smoothing, seed=0))
     runner.reset(observation(0))
     acts = np.stack([runner.act(observation(k)) for k in range(20)])
     assert np.isfinite(acts).all() and runner.stats()["chunks"] >= 3
@@ -126,7 +126,7 @@ def test_smoothing_runs_in_the_loop(policy, smoothing):
 def test_warm_start_passes_the_shifted_path():
     """With warm start the next chunk reuses the previous noise shifted by the ticks between them."""
     policy = small_policy()
-    runner = ChunkRunner(policy, sampler="paradigms", inference_delay=0, warm_start=True, seed=0)
+    runner = ChunkRunner(policy, sampler="paradigms", config=RunnerConfig(inference_delay=0, warm_start=True, seed=0))
     runner.reset(observation(0))
     first = runner._current
     for k in range(9):  # tick 8 starts the second chunk
@@ -178,18 +178,30 @@ def test_boundary_jerk_separates_switch_ticks():
     assert boundary == pytest.approx(1.0) and interior == pytest.approx(0.0)
 
 
-@pytest.mark.parametrize("kwargs,match", [
+@pytest.mark.parametrize("settings,match", [
     ({"budget_s": 0}, "budget_s"),
     ({"smoothing": "blend"}, "smoothing"),
     ({"warm_start": True}, "warm_start"),
     ({"n_action_steps": 16}, "n_action_steps"),
     ({"inference_delay": -1}, "inference_delay"),
     ({"fallback_steps": 101}, "num_inference_steps"),
-    ({"tolerance": 0.1}, "unknown option"),
+    ({"rtc_jacobian": "diagonal"}, "rtc_jacobian"),
+    ({"seed": True}, "seed"),
 ])
-def test_bad_settings_raise(policy, kwargs, match):
+def test_bad_settings_raise(policy, settings, match):
     with pytest.raises(ValueError, match=match):
-        ChunkRunner(policy, **kwargs)
+        ChunkRunner(policy, config=RunnerConfig.from_dict(settings))
+
+
+def test_bad_arguments_name_the_mistake(policy):
+    with pytest.raises(ValueError, match="unknown option"):
+        ChunkRunner(policy, tolerance=0.1)  # ddpm takes no tolerance
+    with pytest.raises(ValueError, match="runner settings"):
+        ChunkRunner(policy, inference_delay=2)  # a runner setting passed as a sampler option
+    with pytest.raises(ValueError, match="unknown runner setting"):
+        RunnerConfig.from_dict({"delay": 2})
+    with pytest.raises(ValueError, match="budget_s"):
+        ChunkRunner(policy, budget_s=-1.0)
 
 
 def test_exact_samplers_draft_from_the_previous_chunk(policy, monkeypatch):
@@ -202,7 +214,7 @@ def test_exact_samplers_draft_from_the_previous_chunk(policy, monkeypatch):
         return real(obs, **kwargs)
 
     monkeypatch.setattr(policy, "predict_action", spy)
-    runner = ChunkRunner(policy, sampler="speculative_picard", inference_delay=0, seed=0)
+    runner = ChunkRunner(policy, sampler="speculative_picard", config=RunnerConfig(inference_delay=0, seed=0))
     runner.reset(observation(0))
     first = runner._current
     for k in range(9):

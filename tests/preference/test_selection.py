@@ -5,14 +5,16 @@ import pytest
 import torch
 
 from policy_sampler import DiffusionPolicy
-from policy_sampler.control import ChunkRunner
+from policy_sampler.control import ChunkRunner, RunnerConfig
 from policy_sampler.policy.config import DiffusionPolicyConfig
-from policy_sampler.preference import FeatureNormalizer, feature_names
+from policy_sampler.preference import FeatureNormalizer
 from policy_sampler.preference.selection import RewardSelector
 from policy_sampler.reference import GaussianMixtureDenoiser
+from policy_sampler_envs import describe_task
 
 TASK = "PolicySampler/ObstacleReach-v0"
-NAMES = feature_names(TASK)
+REACH = describe_task(TASK)
+NAMES = list(REACH.feature_names)
 
 
 def unit(**weights):
@@ -40,39 +42,48 @@ def candidates():
     (unit(final_distance=-1.0), 1),   # prefers getting closest to the goal: straight up
 ])
 def test_selector_picks_the_rewarded_candidate(weights, expected):
-    selector = RewardSelector(TASK, weights, identity_normalizer())
+    selector = RewardSelector(REACH, weights, identity_normalizer())
     past_obs, past_actions = START[None], np.zeros((0, 2), np.float32)
     picks = selector.choose([past_obs], [past_actions], candidates()[None], np.random.default_rng(0))
     assert picks.tolist() == [expected]
 
 
 def test_preview_integrates_velocity_commands():
-    selector = RewardSelector(TASK, unit(side=1.0), identity_normalizer())
-    path = selector.preview(START, np.tile([1.0, 0.0], (5, 1)))
-    dx = selector.max_speed * selector.dt
+    """The task's preview (what the selector scores) moves the puck at max_speed * dt per command,
+    matching the real env's dt."""
+    from policy_sampler_envs import make_env
+
+    path = REACH.preview(START, np.tile([1.0, 0.0], (5, 1)))
+    dx = REACH.max_speed * REACH.dt
     np.testing.assert_allclose(path[:, 0], dx * np.arange(1, 6), rtol=1e-6)
-    np.testing.assert_allclose(path[:, 2], selector.max_speed)
+    np.testing.assert_allclose(path[:, 2], REACH.max_speed)
+    env = make_env(TASK)
+    assert env.unwrapped.dt == pytest.approx(REACH.dt) and env.unwrapped.max_speed == REACH.max_speed
+    env.close()
 
 
 def test_soft_and_thompson_modes_and_round_trip(tmp_path):
     samples = np.stack([unit(side=-1.0)] * 3)
-    selector = RewardSelector(TASK, samples, identity_normalizer(), mode="thompson")
+    selector = RewardSelector(REACH, samples, identity_normalizer(), mode="thompson")
     assert selector.choose([START[None]], [np.zeros((0, 2))], candidates()[None], np.random.default_rng(0)).tolist() == [0]
-    soft = RewardSelector(TASK, unit(side=-1.0), identity_normalizer(), mode="soft", temperature=1e-3)
+    soft = RewardSelector(REACH, unit(side=-1.0), identity_normalizer(), mode="soft", temperature=1e-3)
     assert soft.choose([START[None]], [np.zeros((0, 2))], candidates()[None], np.random.default_rng(0)).tolist() == [0]
-    loaded = RewardSelector.load(selector.save(tmp_path / "reward.json"))
+    saved = selector.save(tmp_path / "reward.json")
+    loaded = RewardSelector.load(saved, REACH)
     np.testing.assert_allclose(loaded.weights, selector.weights)
     assert loaded.mode == "thompson"
+    with pytest.raises(ValueError, match="learned on task"):
+        RewardSelector.load(saved, describe_task("PolicySampler/MetaWorld-push-v3"))
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"task_id": "PolicySampler/MetaWorld-push-v3"}, "no chunk preview"),
+    ({"task": "PolicySampler/ObstacleReach-v0"}, "task description"),
     ({"weights": np.ones(3)}, "weights must be"),
     ({"mode": "best"}, "mode must be"),
     ({"temperature": 0.0}, "temperature"),
 ])
 def test_bad_selector_arguments(kwargs, match):
-    args = {"task_id": TASK, "weights": unit(side=1.0), "normalizer": identity_normalizer(), **kwargs}
+    args = {"task": REACH, "weights": unit(side=1.0), "normalizer": identity_normalizer(), **kwargs}
     with pytest.raises(ValueError, match=match):
         RewardSelector(**args)
 
@@ -86,13 +97,14 @@ def policy():
 
 
 def test_best_of_one_is_the_plain_policy(policy):
-    selector = RewardSelector(TASK, unit(side=-1.0), identity_normalizer())
+    selector = RewardSelector(REACH, unit(side=-1.0), identity_normalizer())
 
     def run(**kwargs):
-        runner = ChunkRunner(policy, sampler="ddpm", inference_delay=0, seed=4, **kwargs)
+        runner = ChunkRunner(policy, sampler="ddpm", config=RunnerConfig(inference_delay=0, seed=4, **kwargs),
+                             selector=selector if kwargs else None)
         return np.stack([runner.act(START + 0.01 * k) for k in range(10)])
 
-    np.testing.assert_array_equal(run(), run(num_candidates=1, selector=selector))
+    np.testing.assert_array_equal(run(), run(num_candidates=1))
 
 
 def test_best_of_n_follows_the_reward(policy, monkeypatch):
@@ -103,14 +115,15 @@ def test_best_of_n_follows_the_reward(policy, monkeypatch):
     monkeypatch.setattr(policy, "denoiser", lambda: (lambda x, t, cond: mixture(x, t).float()))
 
     def lateral(weights):
-        selector = RewardSelector(TASK, weights, identity_normalizer())
-        runner = ChunkRunner(policy, sampler="ddpm", inference_delay=0, seed=4, num_candidates=8, selector=selector)
+        selector = RewardSelector(REACH, weights, identity_normalizer())
+        runner = ChunkRunner(policy, sampler="ddpm", config=RunnerConfig(inference_delay=0, seed=4, num_candidates=8),
+                             selector=selector)
         runner.reset(START)
         return np.stack([runner.act(START) for _ in range(24)])[:, 0]
 
     assert (lateral(unit(side=-1.0)) < 0).all() and (lateral(unit(side=1.0)) > 0).all()
     with pytest.raises(ValueError, match="needs a selector"):
-        ChunkRunner(policy, num_candidates=4)
+        ChunkRunner(policy, config=RunnerConfig(num_candidates=4))
 
 
 def test_loop_resumes_from_saved_state_with_identical_results(tmp_path):
@@ -145,18 +158,18 @@ def test_unsure_components_are_left_out():
     samples = np.zeros((400, len(NAMES)))
     samples[:, NAMES.index("side")] = -0.8 + 0.05 * rng.standard_normal(400)
     samples[:, NAMES.index("effort")] = -0.3 + 0.3 * rng.standard_normal(400)
-    selector = RewardSelector(TASK, samples, identity_normalizer())
+    selector = RewardSelector(REACH, samples, identity_normalizer())
     np.testing.assert_allclose(selector.weights, unit(side=-1.0), atol=1e-12)
-    everything = RewardSelector(TASK, samples, identity_normalizer(), min_confidence=0.0)
+    everything = RewardSelector(REACH, samples, identity_normalizer(), min_confidence=0.0)
     assert everything.weights[NAMES.index("effort")] < -0.1
 
 
 def test_evaluate_with_a_saved_reward(policy, tmp_path):
     """evaluate() rows with reward-chosen actions from a saved selector (what evaluate.py reward.file= runs)."""
-    from policy_sampler.evaluation import SamplerSpec, evaluate, with_control
+    from policy_sampler.rollout import RolloutConfig, SamplerSpec, evaluate, with_control
 
-    path = RewardSelector(TASK, unit(side=-1.0), identity_normalizer()).save(tmp_path / "reward.json")
+    path = RewardSelector(REACH, unit(side=-1.0), identity_normalizer()).save(tmp_path / "reward.json")
     specs = with_control([SamplerSpec("ddpm", "ddpm")], [0], reward=str(path), num_candidates=4)
     assert specs[0].label == "ddpm d=0 best-of-4" and specs[0].control["reward"] == str(path)
-    report = evaluate(policy, TASK, specs, n_episodes=2, seed=0, max_steps=16, videos=0)
+    report = evaluate(policy, TASK, specs, n_episodes=2, seed=0, rollout=RolloutConfig(max_steps=16), videos=0)
     assert all(e["length"] == 16 for e in report.reports[0].episodes)

@@ -1,6 +1,6 @@
 """Constants of the sweep tests (a module name of its own: tests/conftest.py is also "conftest")."""
 
-from policy_sampler.evaluation import SamplerSpec
+from policy_sampler.rollout import SamplerSpec
 
 TASK = "PolicySampler/ObstacleReach-v0"
 MAX_STEPS = 12  # 3 chunks of 4 actions per episode

@@ -11,7 +11,7 @@ import pytest
 from sweep_helpers import MAX_STEPS, SPECS, TASK
 
 from policy_sampler import DiffusionPolicy
-from policy_sampler.evaluation import SamplerSpec, evaluate
+from policy_sampler.rollout import RolloutConfig, SamplerSpec, evaluate
 from policy_sampler.sweep import (
     CheckpointBlob,
     RayLauncher,
@@ -91,8 +91,8 @@ def test_bad_options(checkpoint):
 def test_one_block_equals_evaluate(checkpoint):
     """seeds_per_unit=None (the script's default): the sweep's table is evaluate's table, episode for episode."""
     policy = DiffusionPolicy.load(checkpoint)
-    direct = evaluate(policy, TASK, SPECS, n_episodes=3, seed=11, max_steps=MAX_STEPS)
-    [swept] = evaluate_sweep([(TASK, checkpoint)], SPECS, 3, 11, max_steps=MAX_STEPS)
+    direct = evaluate(policy, TASK, SPECS, n_episodes=3, seed=11, rollout=RolloutConfig(max_steps=MAX_STEPS))
+    [swept] = evaluate_sweep([(TASK, checkpoint)], SPECS, 3, 11, rollout=RolloutConfig(max_steps=MAX_STEPS))
     assert table(swept) == table(direct)
     assert [len(r.chunks) for r in swept.reports] == [len(r.chunks) for r in direct.reports]
 
@@ -117,7 +117,7 @@ def test_interrupt_and_resume(checkpoint, tmp_path):
     """A sweep stopped after 2 of 4 units keeps those 2; the resumed sweep runs only the other 2, leaves
     the stored files untouched and ends with the uninterrupted sweep's table."""
     log = tmp_path / "runs.log"
-    kwargs = dict(seeds_per_unit=2, max_steps=MAX_STEPS)
+    kwargs = dict(seeds_per_unit=2, rollout=RolloutConfig(max_steps=MAX_STEPS))
     [full] = evaluate_sweep([(TASK, checkpoint)], SPECS, 4, 3, **kwargs)
 
     def stop_after_two(unit, record, seen=[]):
@@ -149,14 +149,14 @@ def test_interrupt_and_resume(checkpoint, tmp_path):
 
 
 def test_progress_lines(checkpoint, capsys):
-    evaluate_sweep([(TASK, checkpoint)], SPECS[:1], 2, 0, seeds_per_unit=1, max_steps=4, progress=True)
+    evaluate_sweep([(TASK, checkpoint)], SPECS[:1], 2, 0, seeds_per_unit=1, rollout=RolloutConfig(max_steps=4), progress=True)
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(" |")[0] for line in lines] == ["sweep: 1/2 units", "sweep: 2/2 units"]
     assert "evaluate ddpm on PolicySampler/ObstacleReach-v0, episodes 1-1" in lines[1] and "ETA 0.0 s" in lines[1]
 
 
 def test_candidates_local(checkpoint, tmp_path):
-    kwargs = dict(sampler="ddim", sampler_options={"eta": 1.0}, seed=20, num_inference_steps=5, max_steps=MAX_STEPS)
+    kwargs = dict(sampler="ddim", sampler_options={"eta": 1.0}, seed=20, num_inference_steps=5, rollout=RolloutConfig(max_steps=MAX_STEPS))
     episodes = generate_candidates(checkpoint, TASK, 3, seeds_per_unit=2, out_dir=tmp_path, **kwargs)
     assert [e.seed for e in episodes] == [20, 21, 22]
     for e in episodes:

@@ -10,6 +10,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from policy_sampler.rollout import RolloutConfig
 from sweep_helpers import MAX_STEPS, SPECS, TASK
 from test_sweep_engine import table
 
@@ -34,12 +36,12 @@ def logged(unit, fetch, *, log_dir, kill_label=None, kill_first=None):
 
 @pytest.fixture(scope="module")
 def local_table(checkpoint):
-    [report] = evaluate_sweep([(TASK, checkpoint)], SPECS, 4, 3, seeds_per_unit=2, max_steps=MAX_STEPS)
+    [report] = evaluate_sweep([(TASK, checkpoint)], SPECS, 4, 3, seeds_per_unit=2, rollout=RolloutConfig(max_steps=MAX_STEPS))
     return table(report)
 
 
 def test_ray_equals_local(ray_instance, checkpoint, local_table, tmp_path):
-    [report] = evaluate_sweep([(TASK, checkpoint)], SPECS, 4, 3, seeds_per_unit=2, max_steps=MAX_STEPS,
+    [report] = evaluate_sweep([(TASK, checkpoint)], SPECS, 4, 3, seeds_per_unit=2, rollout=RolloutConfig(max_steps=MAX_STEPS),
                               launcher="ray", out_dir=tmp_path)
     assert table(report) == local_table
     assert report.meta["launcher"].startswith("ray: 1 node(s), 2 CPUs") and report.meta["units"] == 4
@@ -52,7 +54,7 @@ def test_killed_worker_retried(ray_instance, checkpoint, local_table, tmp_path):
     log_dir = tmp_path / "attempts"
     log_dir.mkdir()
     fn = lambda u, f: logged(u, f, log_dir=log_dir, kill_label="ddim-5", kill_first=2)  # noqa: E731
-    [report] = evaluate_sweep([(TASK, checkpoint)], SPECS, 4, 3, seeds_per_unit=2, max_steps=MAX_STEPS,
+    [report] = evaluate_sweep([(TASK, checkpoint)], SPECS, 4, 3, seeds_per_unit=2, rollout=RolloutConfig(max_steps=MAX_STEPS),
                               launcher=RayLauncher(max_retries=2), out_dir=tmp_path / "run", unit_fn=fn)
     attempts = {p.name: p.read_text().split() for p in log_dir.iterdir()}
     killed = [uid for uid in attempts if uid.startswith("evaluate-ddim-5-2-")]
@@ -69,7 +71,7 @@ def test_killed_worker_without_retries_fails_clearly(ray_instance, checkpoint, t
     log_dir.mkdir()
     fn = lambda u, f: logged(u, f, log_dir=log_dir, kill_label="ddpm", kill_first=0)  # noqa: E731
     with pytest.raises(RuntimeError, match="ddpm on PolicySampler/ObstacleReach-v0, episodes 0-1 did not finish"):
-        evaluate_sweep([(TASK, checkpoint)], SPECS[:1], 2, 3, max_steps=MAX_STEPS,
+        evaluate_sweep([(TASK, checkpoint)], SPECS[:1], 2, 3, rollout=RolloutConfig(max_steps=MAX_STEPS),
                        launcher=RayLauncher(max_retries=0), unit_fn=fn)
 
 
@@ -82,7 +84,7 @@ def test_ray_interrupt_and_resume(ray_instance, checkpoint, local_table, tmp_pat
         raise KeyboardInterrupt
 
     out = tmp_path / "run"
-    kwargs = dict(seeds_per_unit=2, max_steps=MAX_STEPS, launcher="ray", out_dir=out, unit_fn=fn)
+    kwargs = dict(seeds_per_unit=2, rollout=RolloutConfig(max_steps=MAX_STEPS), launcher="ray", out_dir=out, unit_fn=fn)
     with pytest.raises(KeyboardInterrupt):
         evaluate_sweep([(TASK, checkpoint)], SPECS, 4, 3, on_unit=stop, **kwargs)
     stored = {p.stem: p.stat().st_mtime_ns for p in (out / "units").glob("*.json")}
@@ -97,7 +99,7 @@ def test_ray_interrupt_and_resume(ray_instance, checkpoint, local_table, tmp_pat
 
 def test_ray_candidates_equal_local(ray_instance, checkpoint, tmp_path):
     kwargs = dict(sampler="ddim", sampler_options={"eta": 1.0}, seed=40, num_inference_steps=5,
-                  max_steps=MAX_STEPS, seeds_per_unit=2)
+                  rollout=RolloutConfig(max_steps=MAX_STEPS), seeds_per_unit=2)
     local = generate_candidates(checkpoint, TASK, 4, **kwargs)
     remote = generate_candidates(checkpoint, TASK, 4, launcher="ray", out_dir=tmp_path, **kwargs)
     assert [e.seed for e in remote] == [40, 41, 42, 43]

@@ -1,4 +1,4 @@
-"""policy_sampler.evaluation and scripts/evaluate.py: seeded closed-loop episodes of ObstacleReach under
+"""policy_sampler.rollout and scripts/evaluate.py: seeded closed-loop episodes of ObstacleReach under
 several samplers, the Wilson interval, the result files, DiffusionPolicy's num_inference_steps and the
 script's argument checks. A tiny untrained policy (dataset statistics of the task's ranges) keeps it fast."""
 
@@ -16,8 +16,9 @@ import pytest
 import torch
 
 from policy_sampler import DiffusionPolicy
-from policy_sampler.evaluation import (
+from policy_sampler.rollout import (
     CSV_COLUMNS,
+    RolloutConfig,
     SamplerSpec,
     evaluate,
     evaluate_sampler,
@@ -29,7 +30,7 @@ from policy_sampler.evaluation import (
 )
 from policy_sampler.policy import DiffusionPolicyConfig
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TASK = "PolicySampler/ObstacleReach-v0"
 SAMPLER_CONFIGS = REPO / "configs" / "sampler"
 OBS_DIM, ACT_DIM = 8, 2  # ObstacleReach: [agent xy, agent vxy, goal xy, obstacle xy] -> target velocity xy
@@ -70,7 +71,7 @@ SPECS = [
 
 @pytest.fixture(scope="module")
 def report(policy):
-    return evaluate(policy, TASK, SPECS, n_episodes=3, seed=5, max_steps=MAX_STEPS, videos=1,
+    return evaluate(policy, TASK, SPECS, n_episodes=3, seed=5, rollout=RolloutConfig(max_steps=MAX_STEPS), videos=1,
                     meta={"checkpoint": "in-memory"})
 
 
@@ -154,17 +155,59 @@ def test_evaluate_episodes_and_chunks(report):
 def test_same_seeds_same_episodes(policy, report):
     """The same env seeds and generator seed give identical episodes, run after run."""
     for spec in (SPECS[0], SPECS[2]):
-        again, _ = evaluate_sampler(policy, TASK, spec, n_episodes=3, seed=5, max_steps=MAX_STEPS)
+        again, _ = evaluate_sampler(policy, TASK, spec, n_episodes=3, seed=5, rollout=RolloutConfig(max_steps=MAX_STEPS))
         first = next(r for r in report.reports if r.spec.label == spec.label)
         assert again.episodes == first.episodes
         assert [c["batch"] for c in again.chunks] == [c["batch"] for c in first.chunks]
-    other, _ = evaluate_sampler(policy, TASK, SPECS[0], n_episodes=3, seed=6, max_steps=MAX_STEPS)
+    other, _ = evaluate_sampler(policy, TASK, SPECS[0], n_episodes=3, seed=6, rollout=RolloutConfig(max_steps=MAX_STEPS))
     assert [e["env_seed"] for e in other.episodes] == [6, 7, 8]
+
+
+def test_plain_rows_are_open_loop_chunk_execution(policy, report):
+    """A plain configuration is the runner at delay 0: the same episodes as executing chunk after chunk
+    with predict_action on the batch of envs still running, one generator seeded with the first env seed
+    (the loop evaluation ran before the runner carried every rollout, kept here as the reference)."""
+    import numpy as np
+    from collections import deque
+
+    from policy_sampler.policy.observations import stack_observations
+    from policy_sampler_envs import make_env
+
+    for spec in (SPECS[1], SPECS[2]):
+        generator = torch.Generator().manual_seed(5)
+        envs = [make_env(TASK, max_episode_steps=MAX_STEPS) for _ in range(3)]
+        hist, done, total = {}, {}, {}
+        for i, env in enumerate(envs):
+            obs, _ = env.reset(seed=5 + i)
+            hist[i] = deque([obs] * policy.config.n_obs_steps, maxlen=policy.config.n_obs_steps)
+            done[i], total[i] = False, 0.0
+        while not all(done.values()):
+            active = [i for i in range(3) if not done[i]]
+            out = policy.predict_action(stack_observations(policy.config.obs_keys, [hist[i] for i in active]),
+                                        sampler=spec.make(), generator=generator,
+                                        num_inference_steps=spec.num_inference_steps)
+            for row, i in enumerate(active):
+                for action in out.actions[row].numpy():
+                    obs, reward, terminated, truncated, _ = envs[i].step(action)
+                    hist[i].append(obs)
+                    total[i] += float(reward)
+                    if terminated or truncated:
+                        done[i] = True
+                        break
+        got = next(r for r in report.reports if r.spec.label == spec.label)
+        assert [e["total_reward"] for e in got.episodes] == pytest.approx([total[i] for i in range(3)], abs=1e-9)
+        np.testing.assert_array_equal([e["total_reward"] for e in got.episodes], [total[i] for i in range(3)])
 
 
 def test_bad_evaluation_arguments(policy):
     with pytest.raises(ValueError, match="n_episodes"):
         evaluate(policy, TASK, SPECS[:1], n_episodes=0)
+    with pytest.raises(ValueError, match="max_steps"):
+        RolloutConfig(max_steps=0)
+    with pytest.raises(ValueError, match="unknown rollout option"):
+        RolloutConfig.from_dict({"n_env": 2})
+    with pytest.raises(ValueError, match="unknown runner setting"):
+        SamplerSpec("ddpm", "ddpm", control={"delay": 2})
     with pytest.raises(ValueError, match="num_inference_steps"):
         evaluate(policy, TASK, [SamplerSpec("ddim-50", "ddim", num_inference_steps=50)], n_episodes=1)
     with pytest.raises(ValueError, match="paradigms"):
@@ -256,8 +299,8 @@ def test_control_rows_run_through_the_chunk_runner(policy):
     episodes are reproduced, stale actions are dropped, and misses and jerks are reported."""
     specs = with_control([SamplerSpec("ddpm", "ddpm")], [0, 2], ["none", "rtc"])
     assert [s.label for s in specs] == ["ddpm d=0", "ddpm d=0 rtc", "ddpm d=2", "ddpm d=2 rtc"]
-    rep = evaluate(policy, TASK, specs, n_episodes=2, seed=5, max_steps=MAX_STEPS, videos=0)
-    again = evaluate(policy, TASK, specs[2:3], n_episodes=2, seed=5, max_steps=MAX_STEPS, videos=0)
+    rep = evaluate(policy, TASK, specs, n_episodes=2, seed=5, rollout=RolloutConfig(max_steps=MAX_STEPS), videos=0)
+    again = evaluate(policy, TASK, specs[2:3], n_episodes=2, seed=5, rollout=RolloutConfig(max_steps=MAX_STEPS), videos=0)
     assert again.reports[0].episodes == rep.reports[2].episodes
     for r in rep.reports:
         row = r.summary
@@ -270,10 +313,15 @@ def test_control_rows_run_through_the_chunk_runner(policy):
 def test_script_control_options(checkpoint, tmp_path):
     proc = _script([f"checkpoint={checkpoint}", "samplers=[ddpm]", "baselines=[]", "n_episodes=1", "videos=0",
                     f"max_steps={MAX_STEPS}", "control.inference_delays=[1]", "control.smoothing=[ensemble]",
-                    "num_threads=1", "out_dir=res"], tmp_path)
+                    "+control.runner.fallback_steps=0", "num_threads=1", "out_dir=res"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(tmp_path / "res" / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["label"] for r in rows] == ["ddpm d=1 ensemble"] and rows[0]["smoothing"] == "ensemble"
+    doc = json.loads((tmp_path / "res" / "results.json").read_text())
+    assert doc["samplers"][0]["spec"]["control"]["fallback_steps"] == 0  # a RunnerConfig setting from hydra
     bad = _script([f"checkpoint={checkpoint}", "control.inference_delays=[-1]", "out_dir=res2"], tmp_path)
     assert bad.returncode == 2 and "control.inference_delays" in bad.stderr
+    bad = _script([f"checkpoint={checkpoint}", "control.inference_delays=[1]", "+control.runner.fallbacks=0",
+                   "out_dir=res3"], tmp_path)
+    assert bad.returncode == 2 and "unknown runner setting" in bad.stderr

@@ -1,0 +1,38 @@
+"""The architecture's rules, checked on the source: small modules, and layers that import only downward."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = [REPO / "policy_sampler", REPO / "envs" / "policy_sampler_envs"]
+MAX_LINES = 600
+
+
+def modules():
+    return sorted(p for root in PACKAGES for p in root.rglob("*.py"))
+
+
+def imported(path: Path) -> set[str]:
+    """Every module a file imports, at any depth (function-level imports included)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(REPO)))
+def test_no_module_over_600_lines(path):
+    assert len(path.read_text().splitlines()) <= MAX_LINES
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "policy_sampler" / "preference").rglob("*.py")),
+                         ids=lambda p: p.name)
+def test_preference_knows_no_task(path):
+    """Preference learning gets each task's features from its description, handed in by the caller."""
+    bad = {m for m in imported(path) if m.split(".")[0] == "policy_sampler_envs" or m.startswith("policy_sampler.data")}
+    assert not bad, f"{path.name} imports {sorted(bad)}"
