@@ -16,7 +16,7 @@ pytest.importorskip("lerobot", reason="LeRobot is not installed (bash scripts/se
 
 from lerobot_helpers import lerobot_policy  # noqa: E402
 
-from policy_sampler.control import ChunkRunner  # noqa: E402
+from policy_sampler.control import ChunkRunner, RunnerConfig  # noqa: E402
 from policy_sampler.integrations.lerobot import LeRobotPolicy  # noqa: E402
 from policy_sampler.policy import load_policy  # noqa: E402
 
@@ -91,14 +91,19 @@ def test_predict_action_equals_lerobots_pipeline(saved):
 def test_chunk_runner_runs_a_lerobot_policy(saved):
     policy = load_policy(saved[0])
     rng = np.random.default_rng(0)
-    runner = ChunkRunner(policy, sampler="speculative_picard", inference_delay=0, seed=0)
+    runner = ChunkRunner(policy, sampler="speculative_picard", config=RunnerConfig(inference_delay=0, seed=0))
     runner.reset()
     actions = [runner.act(rng.normal(size=8).astype(np.float32)) for _ in range(20)]
     assert all(a.shape == (2,) and np.isfinite(a).all() for a in actions)
     stats = runner.stats()
     assert stats["chunks"] == 3 and stats["misses"] == 0 and stats["rounds_mean"] < 100
+    # real-time chunking guides LeRobot's U-Net through autograd (the differentiable denoiser)
+    rtc = ChunkRunner(policy, sampler="ddim",
+                      config=RunnerConfig(inference_delay=2, smoothing="rtc", num_inference_steps=10, seed=0))
+    rtc.reset()
+    assert all(np.isfinite(rtc.act(rng.normal(size=8).astype(np.float32))).all() for _ in range(12))
     # a delay longer than a chunk: the few-step DDIM fallback (schedule_for(4)) serves the late ticks
-    late = ChunkRunner(policy, sampler="ddpm", inference_delay=12, seed=0)
+    late = ChunkRunner(policy, sampler="ddpm", config=RunnerConfig(inference_delay=12, seed=0))
     late.reset()
     for _ in range(24):
         late.act(rng.normal(size=8).astype(np.float32))
@@ -123,7 +128,7 @@ def test_clear_errors(saved, tmp_path):
         policy.predict_action({"state": torch.full((1, 2, 8), float("nan"))})
     with pytest.raises(ValueError, match="unknown sampler 'nope'"):
         policy.predict_action({"state": torch.zeros(1, 2, 8)}, sampler="nope")
-    with pytest.raises(ValueError, match="num_inference_steps must be an int"):
+    with pytest.raises(ValueError, match=r"num_inference_steps must be an integer in \[1, 100\]"):
         policy.schedule_for(101)
     with pytest.raises(FileNotFoundError, match="nor a LeRobot policy folder"):
         load_policy(tmp_path)

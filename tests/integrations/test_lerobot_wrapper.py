@@ -211,7 +211,7 @@ def test_clear_errors(policy):
         wrap_lerobot_policy(policy, sampler=3)
     with pytest.raises(ValueError, match="tolerance"):
         wrap_lerobot_policy(policy, sampler="paradigms", tolerance=-1.0)
-    with pytest.raises(ValueError, match=r"num_inference_steps must be an int in \[1, num_train_timesteps=100\]"):
+    with pytest.raises(ValueError, match=r"num_inference_steps must be an integer in \[1, 100\]"):
         wrap_lerobot_policy(policy, sampler="ddpm", num_inference_steps=0)
     with pytest.raises(ValueError, match="generator must be a torch.Generator"):
         wrap_lerobot_policy(policy, sampler="ddpm", generator=0)

@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from policy_sampler.integrations.lerobot.chain import LeRobotChain, require_lerobot, resolve_sampler
-from policy_sampler.integrations.lerobot.wrapper import _NO_DIFFUSION_CHAIN
+from policy_sampler.integrations.lerobot.chain import NO_DIFFUSION_CHAIN, LeRobotChain, require_lerobot, resolve_sampler
+from policy_sampler.integrations.lerobot.wrapper import check_lerobot_policy
 from policy_sampler.policy.diffusion_policy import PolicyOutput
 from policy_sampler.samplers import Sampler
 from policy_sampler.schedule import NoiseSchedule
@@ -137,8 +137,6 @@ class LeRobotPolicy:
 
     def __init__(self, policy: Any, preprocessor: Any, postprocessor: Any,
                  layout: list[tuple[str, int]] | None = None, metadata: Mapping[str, Any] | None = None) -> None:
-        from policy_sampler.integrations.lerobot.wrapper import check_lerobot_policy
-
         check_lerobot_policy(policy)
         self.policy = policy
         self.preprocessor, self.postprocessor = preprocessor, postprocessor
@@ -180,8 +178,6 @@ class LeRobotPolicy:
 
     def schedule_for(self, num_inference_steps: int | None = None) -> NoiseSchedule:
         """The schedule of LeRobot's scheduler with ``num_inference_steps`` steps (None: the policy's own)."""
-        if isinstance(num_inference_steps, np.integer):
-            num_inference_steps = int(num_inference_steps)
         return self.chain.schedule_for(num_inference_steps)
 
     def lerobot_batch(self, obs: Any) -> dict[str, Tensor]:
@@ -280,7 +276,7 @@ def load_lerobot_policy(path: str | os.PathLike, device: str | torch.device = "c
         )
     kind = json.loads((folder / "config.json").read_text()).get("type")
     if kind != "diffusion":
-        why = _NO_DIFFUSION_CHAIN.get(kind, "it is not a diffusion policy")
+        why = NO_DIFFUSION_CHAIN.get(kind, "it is not a diffusion policy")
         raise ValueError(f"the LeRobot policy at {folder} has type {kind!r}, which is not supported: {why}; "
                          "only type 'diffusion' has a diffusion chain to sample")
     device = str(torch.device(device))

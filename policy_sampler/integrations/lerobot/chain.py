@@ -20,14 +20,23 @@ from torch import Tensor
 
 from policy_sampler.samplers import SampleResult, Sampler, make_sampler
 from policy_sampler.schedule import NoiseSchedule
+from policy_sampler.validation import check_int
 
-__all__ = ["INSTALL_HINT", "LeRobotChain", "require_lerobot", "resolve_sampler"]
+__all__ = ["INSTALL_HINT", "NO_DIFFUSION_CHAIN", "LeRobotChain", "require_lerobot", "resolve_sampler"]
 
 INSTALL_HINT = (
-    "the LeRobot integration needs LeRobot (lerobot[diffusion]==0.6.1, which needs Python 3.12): run "
-    "`bash scripts/setup.sh --lerobot` and use .venv-lerobot/bin/python, or in a Python 3.12 environment "
-    "`pip install \"lerobot[diffusion]==0.6.1\"` and `pip install -e <this repository>`"
+    "the LeRobot integration needs LeRobot (lerobot[diffusion]==0.6.1, which needs Python 3.12; its training "
+    "extra for datasets and lerobot-train): run `bash scripts/setup.sh --lerobot` and use "
+    ".venv-lerobot/bin/python, or in a Python 3.12 environment `pip install \"lerobot[diffusion,training]==0.6.1\"` "
+    "and `pip install -e <this repository>`"
 )
+
+# LeRobot policies without a diffusion chain to sample, by their registered type name
+NO_DIFFUSION_CHAIN = {
+    "act": "ACT decodes its action chunk in one pass of a transformer (no diffusion chain)",
+    "vqbet": "VQ-BeT picks discrete codes with a GPT and decodes them (no diffusion chain)",
+    "tdmpc": "TD-MPC plans with MPPI on a learned world model (no diffusion chain)",
+}
 
 
 def require_lerobot() -> Any:
@@ -99,12 +108,9 @@ class LeRobotChain:
 
     def schedule_for(self, num_inference_steps: int | None = None) -> NoiseSchedule:
         """The schedule LeRobot's scheduler runs with ``num_inference_steps`` steps (None: LeRobot's own)."""
-        n = self.num_inference_steps if num_inference_steps is None else num_inference_steps
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.num_train_timesteps:
-            raise ValueError(
-                f"num_inference_steps must be an int in [1, num_train_timesteps={self.num_train_timesteps}], "
-                f"got {num_inference_steps!r}"
-            )
+        n = check_int("num_inference_steps", num_inference_steps, minimum=1, maximum=self.num_train_timesteps,
+                      allow_none=True)
+        n = self.num_inference_steps if n is None else n
         if n not in self._schedules:
             self._schedules[n] = NoiseSchedule.from_diffusers(self.model.noise_scheduler, num_inference_steps=n)
         return self._schedules[n]

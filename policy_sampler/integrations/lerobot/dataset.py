@@ -24,8 +24,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from policy_sampler.data.demos import OBS_KEY, _demo_names
+from policy_sampler.data.demos import OBS_KEY, demo_names
 from policy_sampler.integrations.lerobot.chain import require_lerobot
+from policy_sampler.validation import check_int
 
 __all__ = ["observation_layout", "write_lerobot_dataset"]
 
@@ -34,13 +35,11 @@ STATE, ENV_STATE = "observation.state", "observation.environment_state"
 
 def observation_layout(obs_dim: int, state_dim: int) -> list[tuple[str, int]]:
     """``[("observation.state", state_dim), ("observation.environment_state", obs_dim - state_dim)]``."""
-    for name, value in (("obs_dim", obs_dim), ("state_dim", state_dim)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    obs_dim, state_dim = check_int("obs_dim", obs_dim, minimum=1), check_int("state_dim", state_dim, minimum=1)
     if state_dim >= obs_dim:
         raise ValueError(f"state_dim={state_dim} must be below the observation's {obs_dim} entries: LeRobot's "
                          "DiffusionPolicy needs a non-empty observation.environment_state beside observation.state")
-    return [(STATE, int(state_dim)), (ENV_STATE, int(obs_dim - state_dim))]
+    return [(STATE, state_dim), (ENV_STATE, obs_dim - state_dim)]
 
 
 def write_lerobot_dataset(
@@ -56,10 +55,9 @@ def write_lerobot_dataset(
     root = Path(root).absolute()
     if root.exists():
         raise ValueError(f"root {root} exists; the dataset is written to a new folder")
-    if isinstance(fps, bool) or not isinstance(fps, int) or fps < 1:
-        raise ValueError(f"fps must be a positive int, got {fps!r}")
+    fps = check_int("fps", fps, minimum=1)
     with h5py.File(demos, "r") as f:
-        names = _demo_names(f, split)
+        names = demo_names(f, split)
         if not names:
             raise ValueError(f"{demos}: split {split!r} has no demos")
         env_args = f["data"].attrs.get("env_args")

@@ -22,17 +22,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from policy_sampler.integrations.lerobot.chain import LeRobotChain, require_lerobot, resolve_sampler
+from policy_sampler.integrations.lerobot.chain import (
+    NO_DIFFUSION_CHAIN,
+    LeRobotChain,
+    require_lerobot,
+    resolve_sampler,
+)
 from policy_sampler.samplers import SampleResult, Sampler
 
 __all__ = ["LeRobotSampledPolicy", "check_lerobot_policy", "wrap_lerobot_policy"]
-
-# LeRobot policies without a diffusion chain to sample, by their registered type name
-_NO_DIFFUSION_CHAIN = {
-    "act": "ACT decodes its action chunk in one pass of a transformer (no diffusion chain)",
-    "vqbet": "VQ-BeT picks discrete codes with a GPT and decodes them (no diffusion chain)",
-    "tdmpc": "TD-MPC plans with MPPI on a learned world model (no diffusion chain)",
-}
 
 
 def check_lerobot_policy(policy: Any) -> None:
@@ -49,7 +47,7 @@ def check_lerobot_policy(policy: Any) -> None:
         )
     if kind.__module__.startswith("lerobot."):
         name = str(getattr(policy, "name", "") or kind.__name__)
-        why = _NO_DIFFUSION_CHAIN.get(name, "it is not a diffusion policy")
+        why = NO_DIFFUSION_CHAIN.get(name, "it is not a diffusion policy")
         raise ValueError(
             f"policy is a LeRobot {kind.__name__} (type {name!r}), which is not supported: {why}. "
             "wrap_lerobot_policy samples the reverse diffusion chain of a LeRobot DiffusionPolicy (type 'diffusion')"
