@@ -88,8 +88,8 @@ def main() -> int:
     ]
     for folder in args.policy:
         adapter = load_lerobot_policy(folder)
-        cases.append((f"trained: {Path(folder).resolve().parents[0].name}/{Path(folder).name} "
-                      f"({adapter.metadata.get('task', '?')}), select_action 24 ticks", adapter.policy, "ticks", 1))
+        cases.append((f"trained by lerobot-train ({adapter.metadata.get('task', folder)}), DDPM-100, select_action "
+                      "24 ticks", adapter.policy, "ticks", 1))
 
     print(f"machine: {machine_name(torch.device('cpu'))}")
     print()

@@ -4,6 +4,7 @@ dataset conversion and scripts/train_lerobot.py (run with .venv-lerobot; skipped
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -108,6 +109,23 @@ def test_chunk_runner_runs_a_lerobot_policy(saved):
     for _ in range(24):
         late.act(rng.normal(size=8).astype(np.float32))
     assert late.stats()["fallback_ddim"] > 0
+
+
+def test_evaluate_script_takes_a_lerobot_folder(saved, tmp_path):
+    root, *_ = saved  # a lerobot-train output: its task comes from policy_sampler.json
+    env = dict(os.environ, OMP_NUM_THREADS="1", MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate.py"), f"checkpoint={root}",
+                           "samplers=[ddpm,speculative_picard]", "baselines=[{label: ddim-10, sampler: ddim, "
+                           "num_inference_steps: 10}]", "n_episodes=2", "max_steps=12", "videos=0", "progress=false",
+                           f"out_dir={tmp_path / 'eval'}"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert report["task"] == "PolicySampler/ObstacleReach-v0"
+    assert report["checkpoint_metadata"]["format"] == "lerobot"
+    rows = {row["label"]: row for row in report["results"]}
+    assert set(rows) == {"ddpm", "speculative_picard", "ddim-10"}
+    assert rows["ddpm"]["rounds_mean"] == 100 and rows["ddim-10"]["rounds_mean"] == 10
+    assert rows["speculative_picard"]["rounds_mean"] < 100
 
 
 def test_lerobot_keys_without_a_layout(tmp_path):

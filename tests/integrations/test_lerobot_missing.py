@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -29,3 +33,7 @@ def test_using_it_without_lerobot_says_how_to_install(tmp_path):
         (tmp_path / name).write_text("{}")
     with pytest.raises(ImportError, match=r"setup\.sh --lerobot"):
         load_policy(tmp_path)  # a LeRobot policy folder given to our tools
+    script = Path(__file__).resolve().parents[2] / "scripts" / "evaluate.py"
+    done = subprocess.run([sys.executable, str(script), f"checkpoint={tmp_path}", f"out_dir={tmp_path / 'eval'}"],
+                          env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "setup.sh --lerobot" in done.stderr and not (tmp_path / "eval").exists()
