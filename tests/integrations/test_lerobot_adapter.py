@@ -136,6 +136,25 @@ def test_lerobot_keys_without_a_layout(tmp_path):
     assert policy.predict_action(obs, sampler="ddim", num_inference_steps=5).actions.shape == (1, 8, 2)
 
 
+def test_loading_an_image_policy_trained_from_imagenet_weights_downloads_nothing(tmp_path, monkeypatch):
+    import torchvision.models._api
+
+    lerobot, *_ = save_lerobot_folder(tmp_path, layout=None, image=True, use_group_norm=False)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["pretrained_backbone_weights"] = "ResNet18_Weights.IMAGENET1K_V1"  # LeRobot's default
+    (tmp_path / "config.json").write_text(json.dumps(config))
+
+    def no_download(url, *args, **kwargs):
+        raise AssertionError(f"tried to download {url}")
+
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", no_download)
+    policy = load_policy(tmp_path)
+    assert "observation.image" in policy.config.obs_keys
+    saved_weights, loaded_weights = lerobot.state_dict(), policy.policy.state_dict()
+    assert saved_weights.keys() == loaded_weights.keys()
+    assert all(torch.equal(saved_weights[k], loaded_weights[k]) for k in saved_weights)
+
+
 def test_clear_errors(saved, tmp_path):
     policy = load_policy(saved[0])
     with pytest.raises(ValueError, match=r"obs is missing key\(s\) \['state'\]"):

@@ -282,6 +282,9 @@ def load_lerobot_policy(path: str | os.PathLike, device: str | torch.device = "c
     device = str(torch.device(device))
     config = PreTrainedConfig.from_pretrained(str(folder))
     config.device = device
+    # LeRobot's default image backbone asks torchvision for ImageNet weights while the model is built,
+    # before model.safetensors replaces every weight: build it without them, so loading never downloads.
+    config.pretrained_backbone_weights = None
     policy = LeRobotDiffusionPolicy.from_pretrained(str(folder), config=config)
     policy.to(device).eval()
     overrides = {"device_processor": {"device": device}}
