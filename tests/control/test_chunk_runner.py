@@ -94,23 +94,23 @@ def test_slow_denoiser_is_found_doomed_and_every_tick_gets_an_action(monkeypatch
 
 
 def test_gil_holding_denoiser_keeps_act_within_budget():
-    """A denoiser that holds the GIL (a pure-Python loop, 4 ms per call, yielding only at Python's
+    """A denoiser that holds the GIL (a pure-Python loop, 20 ms per call, yielding only at Python's
     switch interval): act() does no torch work and stops waiting two switch intervals before the end
     of its 20 ms budget, so it answers in time. Slack for a loaded machine, where the OS can stall any
-    process: the median well inside the budget, at most 5% of ticks over it. (Torch work in act()
-    would pay a switch interval per op on every tick that starts a chunk, one in eight here.)"""
+    process: the median well inside the budget, at most 5% of ticks over it (the scripted harness checks
+    the margin's arithmetic exactly, test_runner_timing.py)."""
     policy = small_policy()
     fast = policy.denoiser()
 
     def holding(x, t, cond):
-        end = time.perf_counter() + 0.004
+        end = time.perf_counter() + 0.02
         while time.perf_counter() < end:
             pass
         return fast(x, t, cond)
 
     policy.denoiser = lambda differentiable=False: holding
     runner = ChunkRunner(policy, sampler="ddpm", budget_s=0.02,
-                         config=RunnerConfig(seed=0, num_inference_steps=20, fallback_steps=2, control_period_s=0.05))
+                         config=RunnerConfig(seed=0, num_inference_steps=10, fallback_steps=2, control_period_s=0.05))
     durations, stats = real_time_loop(runner, 80, 0.05, first_observation=False)
     assert stats["chunks"] >= 5 and stats["fallbacks"] == stats["fallback_rest"] + stats["fallback_ddim"] + stats["safe_actions"]
     assert np.median(durations) < 0.005 and (durations > 0.02).mean() <= 0.05, durations
@@ -223,6 +223,9 @@ def test_boundary_jerk_separates_switch_ticks():
     ({"fallback_steps": 101}, "num_inference_steps"),
     ({"rtc_jacobian": "diagonal"}, "rtc_jacobian"),
     ({"seed": True}, "seed"),
+    ({"safe_action": "hold"}, "safe_action"),
+    ({"wait_margin_s": -0.01}, "wait_margin_s"),
+    ({"inference_delay": 15}, "chunk length 15"),
 ])
 def test_bad_settings_raise(policy, settings, match):
     with pytest.raises(ValueError, match=match):

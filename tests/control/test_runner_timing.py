@@ -182,12 +182,6 @@ def test_jittery_latencies_keep_every_invariant(ticks):
     assert s["misses"] > 0 and s["fallback_rest"] > 0 and s["fallback_ddim"] > 0 and s["chunks"] > ticks // 20
 
 
-def test_simulated_delay_must_leave_an_action():
-    runner_policy = tiny_policy(lambda x, t, cond: 0 * x)
-    with pytest.raises(ValueError, match="inference_delay must be below the chunk length 15"):
-        ChunkRunner(runner_policy, config=RunnerConfig(inference_delay=15))
-
-
 def test_one_slow_chunk_among_fast_ones_is_dropped_and_the_next_one_missed_too():
     """Chunks take 0.28 s (3 ticks: started at 8i - 3, adopted at 8i, 3 actions dropped each), but the
     12th chunk takes 2 s. It is missed at tick 96, its predecessor's rest serves 96-99, a DDIM chunk
