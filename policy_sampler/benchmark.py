@@ -2,9 +2,11 @@
 
 Every sampler runs on the same denoiser, schedule, initial noise and per-step noise as ``ddpm``, so
 the error column is pathwise (exact-law samplers differ pathwise by design and are checked in law by
-the tests instead). Wall time is what this machine measured; the H100 column is a *projection*: the
-sum over a sampler's sequential calls of a per-call latency measured on an H100 for the 65.8M-parameter
-DiffusionPolicy U-Net captured in a CUDA graph, interpolated in the rows of the call.
+the tests instead). Wall time is what this machine measured; the projected column is a *projection*:
+the sum over a sampler's sequential calls of the per-call latency of the 65.8M-parameter DiffusionPolicy
+U-Net captured in CUDA graphs, measured on the device the table names
+(:func:`policy_sampler.projection.device_call_table`: the newest report in docs/gpu/, else an H100
+table measured outside the repo), interpolated in the rows of the call.
 """
 
 from __future__ import annotations
@@ -13,18 +15,18 @@ import platform
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import psutil
 import torch
 
+from policy_sampler.projection import H100_CALL_TABLE, REPO, CallTable, device_call_table
 from policy_sampler.samplers import SampleResult, available_samplers, make_sampler
 from policy_sampler.schedule import NoiseSchedule
 
-# (rows per call, milliseconds per call): measured on an H100, 65.8M-parameter DiffusionPolicy
-# U-Net, one CUDA graph per shape.
-H100_CALL_LATENCY_MS: tuple[tuple[int, float], ...] = ((1, 1.59), (100, 2.10), (256, 2.81), (1024, 6.57))
+if TYPE_CHECKING:
+    from policy_sampler.policy import DiffusionPolicyConfig
 
 # (label, sampler name, options): every configuration a benchmark table compares.
 SAMPLER_CONFIGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
@@ -45,16 +47,8 @@ SAMPLER_CONFIGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
 
 
 def projected_h100_ms(rows_per_call: Sequence[int]) -> float:
-    """Projected H100 latency of a run: the measured per-call latency, piecewise linear in rows
-    (extrapolated along the last segment past 1024 rows), summed over the sequential calls."""
-    rows = np.array([r for r, _ in H100_CALL_LATENCY_MS], dtype=float)
-    ms = np.array([m for _, m in H100_CALL_LATENCY_MS], dtype=float)
-    calls = np.asarray(rows_per_call, dtype=float)
-    latency = np.interp(calls, rows, ms)
-    beyond = calls > rows[-1]
-    slope = (ms[-1] - ms[-2]) / (rows[-1] - rows[-2])
-    latency[beyond] = ms[-1] + slope * (calls[beyond] - rows[-1])
-    return float(latency.sum())
+    """Projected H100 latency of a run (the H100 table measured outside the repo, issue 7)."""
+    return H100_CALL_TABLE.project(rows_per_call)
 
 
 def machine_name(device: torch.device) -> str:
@@ -68,6 +62,43 @@ def machine_name(device: torch.device) -> str:
     except (OSError, StopIteration):
         pass
     return f"CPU {cpu}, {torch.get_num_threads()} torch threads (torch {torch.__version__})"
+
+
+def call_latencies_ms(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 3) -> list[float]:
+    """Latency (ms) of ``repeats`` isolated calls of ``fn`` after ``warmup`` untimed ones: on CUDA, events
+    recorded around each call with the device idle before it (so launch gaps count, as in a control
+    loop), on the CPU the host clock."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    cuda = device.type == "cuda"
+    for _ in range(repeats):
+        if cuda:
+            torch.cuda.synchronize(device)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def policy_preset(model: str, **fields: Any) -> "DiffusionPolicyConfig":
+    """The DiffusionPolicyConfig of ``configs/policy/<model>.yaml`` ('small', 'paper') with ``fields``
+    added (e.g. obs_dim, action_dim); read with PyYAML, so it needs neither hydra nor omegaconf."""
+    import yaml
+
+    from policy_sampler.policy import DiffusionPolicyConfig
+
+    path = REPO / "configs" / "policy" / f"{model}.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown policy preset {model!r}: no {path}")
+    return DiffusionPolicyConfig.from_dict(dict(yaml.safe_load(path.read_text()), **fields))
 
 
 class _PeakRSS:
@@ -119,7 +150,8 @@ class Row:
     wall_ms: float
     peak_mb: float
     max_error: float
-    h100_ms: float
+    projected_ms: float
+    projected_on: str
     runs: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -147,9 +179,12 @@ def run_case(
     device: torch.device = torch.device("cpu"),
     warmup: bool = False,
     progress: Callable[[str], None] | None = None,
+    projection: CallTable | None = None,
 ) -> list[Row]:
     """Run every registered configuration on ``case`` for each seed (one condition per run) and
-    summarize; ``warmup`` runs each configuration once first (for CUDA timings)."""
+    summarize; ``warmup`` runs each configuration once first (for CUDA timings); ``projection``: the
+    per-call table of the projected column (default :func:`device_call_table`)."""
+    projection = projection or device_call_table()
     registered = set(available_samplers())
     draws = []
     for seed in range(case.seeds):
@@ -181,7 +216,7 @@ def run_case(
                 runs.append({
                     "rounds": result.rounds, "nfe": result.nfe, "wall_ms": wall, "peak_mb": peak,
                     "max_error": float((result.sample - references[seed]).abs().max()),
-                    "h100_ms": projected_h100_ms(result.rows_per_call),
+                    "projected_ms": projection.project(result.rows_per_call),
                     "accepted": result.info.get("mean_accepted_length", float("nan")),
                 })
             accepted = [r["accepted"] for r in runs if r["accepted"] == r["accepted"]]
@@ -194,7 +229,8 @@ def run_case(
                 wall_ms=float(np.mean([r["wall_ms"] for r in runs])),
                 peak_mb=float(max(r["peak_mb"] for r in runs)),
                 max_error=float(max(r["max_error"] for r in runs)),
-                h100_ms=float(np.mean([r["h100_ms"] for r in runs])),
+                projected_ms=float(np.mean([r["projected_ms"] for r in runs])),
+                projected_on=projection.device,
                 runs=runs,
             ))
     return rows
@@ -204,11 +240,13 @@ def format_table(case: Case, rows: Sequence[Row], machine: str, device: torch.de
     """A markdown table of ``rows``, the wall-time column as ratios to ``ddpm`` too."""
     ddpm_wall = next((r.wall_ms for r in rows if r.sampler == "ddpm"), float("nan"))
     memory = "peak GPU MB" if device.type == "cuda" else "peak RSS MB"
+    on = rows[0].projected_on if rows else "-"
     lines = [
         f"### {case.name}: {case.schedule.num_steps} steps, {case.seeds} condition(s), one per run",
-        f"Measured on {machine}. H100 ms is a projection from measured per-call latencies, not a measurement.",
+        f"Measured on {machine}. '{on} ms' is a projection from per-call latencies measured on {on}, "
+        "not a measurement.",
         "",
-        f"| sampler | exact | rounds mean | rounds max | NFE | accepted/round | wall ms | x ddpm wall | {memory} | max abs err vs ddpm | H100 ms (projected) |",
+        f"| sampler | exact | rounds mean | rounds max | NFE | accepted/round | wall ms | x ddpm wall | {memory} | max abs err vs ddpm | {on} ms (projected) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -216,7 +254,7 @@ def format_table(case: Case, rows: Sequence[Row], machine: str, device: torch.de
         lines.append(
             f"| {r.label} | {'yes' if r.exact else 'no'} | {r.rounds_mean:.1f} | {r.rounds_max} | "
             f"{r.nfe_mean:.0f} | {accepted} | {r.wall_ms:.1f} | {r.wall_ms / ddpm_wall:.2f} | "
-            f"{r.peak_mb:.1f} | {r.max_error:.2e} | {r.h100_ms:.1f} |"
+            f"{r.peak_mb:.1f} | {r.max_error:.2e} | {r.projected_ms:.1f} |"
         )
     return "\n".join(lines)
 

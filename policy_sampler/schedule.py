@@ -13,11 +13,15 @@ the same arithmetic as ``DDPMScheduler.step`` (Ho et al. 2020, eq. 7) and ``DDIM
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor
+
+from policy_sampler.validation import check_int, check_number
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
@@ -35,6 +39,14 @@ class NoiseSchedule:
     clip_sample: bool = False
     clip_sample_range: float = 1.0
     final_alpha_cumprod: float = 1.0  # alpha_bar after the last step
+    # the chains built from this schedule (one GaussianChain per kind), so their tables are built once
+    _chains: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_chains"}  # caches may hold CUDA tensors
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _chains={})
 
     def __post_init__(self) -> None:
         if self.prediction_type not in PREDICTION_TYPES:
@@ -52,8 +64,11 @@ class NoiseSchedule:
             raise ValueError(
                 f"timesteps must lie in [0, {self.alphas_cumprod.numel() - 1}], got {ts.tolist()}"
             )
-        if self.clip_sample_range <= 0:
-            raise ValueError(f"clip_sample_range must be positive, got {self.clip_sample_range}")
+        check_number("clip_sample_range", self.clip_sample_range, positive=True)
+        a = self.alphas_cumprod
+        if a.ndim != 1 or not a.dtype.is_floating_point or not bool(((a > 0) & (a <= 1)).all()):
+            raise ValueError("alphas_cumprod must be a 1-D float tensor with every value in (0, 1]")
+        check_number("final_alpha_cumprod", self.final_alpha_cumprod, positive=True, maximum=1)
 
     @property
     def num_steps(self) -> int:
@@ -97,6 +112,8 @@ class NoiseSchedule:
             )
         if num_inference_steps is not None and timesteps is not None:
             raise ValueError("pass num_inference_steps or timesteps, not both")
+        num_inference_steps = check_int("num_inference_steps", num_inference_steps, minimum=1,
+                                        maximum=int(config.num_train_timesteps), allow_none=True)
 
         if timesteps is not None:
             steps = torch.as_tensor(list(timesteps), dtype=torch.int64)
@@ -130,7 +147,13 @@ class NoiseSchedule:
         return a, a_prev
 
     def ddpm_chain(self) -> "GaussianChain":
-        """The ancestral DDPM chain of ``DDPMScheduler.step`` with ``variance_type='fixed_small'``."""
+        """The ancestral DDPM chain of ``DDPMScheduler.step`` with ``variance_type='fixed_small'``
+        (built once per schedule)."""
+        if "ddpm" not in self._chains:
+            self._chains["ddpm"] = self._ddpm_chain()
+        return self._chains["ddpm"]
+
+    def _ddpm_chain(self) -> "GaussianChain":
         a, a_prev = self.alpha_bar_pairs()
         beta = 1 - a / a_prev
         c_x0 = a_prev.sqrt() * beta / (1 - a)
@@ -139,9 +162,15 @@ class NoiseSchedule:
         return GaussianChain(self, c_x0=c_x0, c_eps=torch.zeros_like(a), c_x=c_x, sigma=sigma)
 
     def ddim_chain(self, eta: float = 0.0) -> "GaussianChain":
-        """The DDIM chain of ``DDIMScheduler.step`` (Song et al. 2021, eq. 12) with the given ``eta``."""
-        if eta < 0:
-            raise ValueError(f"eta must be non-negative, got {eta}")
+        """The DDIM chain of ``DDIMScheduler.step`` (Song et al. 2021, eq. 12) with the given ``eta``
+        (built once per schedule and eta)."""
+        eta = check_number("eta", eta, minimum=0)
+        key = ("ddim", eta)
+        if key not in self._chains:
+            self._chains[key] = self._ddim_chain(eta)
+        return self._chains[key]
+
+    def _ddim_chain(self, eta: float) -> "GaussianChain":
         a, a_prev = self.alpha_bar_pairs()
         sigma = eta * _posterior_std(a, a_prev)
         c_x0 = a_prev.sqrt()
@@ -182,9 +211,23 @@ class GaussianChain:
     def timesteps(self) -> Tensor:
         return self.schedule.timesteps
 
+    def _memo(self, key: str, compute: Any) -> Any:
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
     @property
     def uses_eps(self) -> bool:
-        return bool((self.c_eps != 0).any())
+        return self._memo("uses_eps", lambda: bool((self.c_eps != 0).any()))
+
+    @property
+    def uses_x(self) -> bool:
+        return self._memo("uses_x", lambda: bool((self.c_x != 0).any()))
+
+    @property
+    def stochastic_steps(self) -> list[bool]:
+        """Whether each step adds noise, as a host list (read once per chain)."""
+        return self._memo("stochastic_steps", lambda: self.stochastic.tolist())
 
     @property
     def stochastic(self) -> Tensor:
@@ -206,7 +249,8 @@ class GaussianChain:
         return d0, d1
 
     def tensors(self, device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
-        """The coefficient tables on ``device`` in ``dtype`` (cached), plus the timesteps."""
+        """The coefficient tables on ``device`` in ``dtype``, plus the timesteps (int64): copied to a
+        device once (:func:`device_table`), never per sampling call. Read-only."""
         key = (str(device), dtype)
         if key not in self._cache:
             a, _ = self.schedule.alpha_bar_pairs()
@@ -222,8 +266,8 @@ class GaussianChain:
                 "d0": d0,
                 "d1": d1,
             }
-            out = {name: value.to(device=device, dtype=dtype) for name, value in tables.items()}
-            out["timesteps"] = self.timesteps.to(device)
+            out = {name: device_table(value, device, dtype) for name, value in tables.items()}
+            out["timesteps"] = device_table(self.timesteps, device, torch.int64)
             self._cache[key] = out
         return self._cache[key]
 
@@ -257,7 +301,7 @@ class GaussianChain:
         out = _per_row(tab["c_x0"], k, x) * x0
         if self.uses_eps:
             out = out + _per_row(tab["c_eps"], k, x) * eps
-        if bool((self.c_x != 0).any()):
+        if self.uses_x:
             out = out + _per_row(tab["c_x"], k, x) * x
         return out, x0
 
@@ -268,3 +312,31 @@ def _per_row(table: Tensor, k: Tensor | int, like: Tensor) -> Tensor:
         return table[k]
     value = table[k]
     return value.reshape(value.shape + (1,) * (like.ndim - value.ndim))
+
+
+_DEVICE_TABLES: "OrderedDict[tuple, Tensor]" = OrderedDict()
+_DEVICE_TABLES_LOCK = threading.Lock()
+_DEVICE_TABLES_MAX = 512
+
+
+def device_table(values: Tensor, device: torch.device | str, dtype: torch.dtype) -> Tensor:
+    """``values`` (a small host table: schedule coefficients, step indices) on ``device`` in ``dtype``.
+
+    Copied once per content, device and dtype, then served from a bounded cache: sampling calls make
+    no host-to-device copy (a blocking one on CUDA, which also breaks graph capture) for their tables.
+    The result is shared: never modify it in place."""
+    if values.device.type != "cpu":
+        return values.to(device=device, dtype=dtype)
+    host = values.detach().contiguous()
+    key = (str(torch.device(device)), dtype, host.dtype, tuple(host.shape), host.reshape(-1).view(torch.uint8).numpy().tobytes())
+    with _DEVICE_TABLES_LOCK:
+        table = _DEVICE_TABLES.get(key)
+        if table is not None:
+            _DEVICE_TABLES.move_to_end(key)
+            return table
+    table = host.to(device=device, dtype=dtype)
+    with _DEVICE_TABLES_LOCK:
+        _DEVICE_TABLES[key] = table
+        while len(_DEVICE_TABLES) > _DEVICE_TABLES_MAX:
+            _DEVICE_TABLES.popitem(last=False)
+    return table

@@ -12,12 +12,13 @@ Per (batch, mode) one runtime serves every sampler; compiled and CUDA-graph runt
 every row bucket the eager runs used (``--compile-buckets``) before anything is timed (compile time
 reported apart), and the run fails if anything compiles or is captured while timed.
 
-The "H100 projected" column is a projection, not a measurement: the sum over a run's sequential
-denoiser calls of the per-call latency measured on an H100 for the 65.8M-parameter U-Net in a CUDA
-graph (``policy_sampler.benchmark.H100_CALL_LATENCY_MS``: 1.59 ms at 1 row, 2.10 ms at 100, linear
-in between and along the further measured points), assuming nothing else costs time (the samplers'
-per-round tensor work and host sync are taken as free). It is compared with sequential DDPM on an H100:
-600 ms as an eager Python loop, 160 ms captured as one CUDA graph (measured, from issue 7).
+The "projected" column is a projection, not a measurement: the sum over a run's sequential denoiser
+calls of the per-call latency of the 65.8M-parameter U-Net in CUDA graphs on the device its table
+names (``policy_sampler.projection.device_call_table``: the newest docs/gpu/ report measured by
+scripts/gpu_check.sh, else the H100 table measured outside the repo: 1.59 ms at 1 row, 2.10 ms at
+100, linear in between and along the further points), assuming nothing else costs time (the
+per-round overhead the device check measures is left out). Beside it, sequential DDPM projected on
+the same table (100 one-row calls).
 """
 
 from __future__ import annotations
@@ -30,18 +31,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 from policy_sampler import DiffusionPolicy
-from policy_sampler.benchmark import machine_name, projected_h100_ms
-from policy_sampler.policy import DiffusionPolicyConfig
+from policy_sampler.benchmark import machine_name, policy_preset
+from policy_sampler.projection import device_call_table
 from policy_sampler.runtime import DenoiserRuntime, coalesce_buckets
 from policy_sampler.samplers import available_samplers, make_sampler
 from policy_sampler.serialization import atomic_write_bytes, jsonable
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "policy"
 OBS_DIM, ACTION_DIM = 20, 2
-H100_DDPM_EAGER_MS, H100_DDPM_GRAPHED_MS = 600.0, 160.0  # measured on an H100 (issue 7)
 # (label, sampler, options): each registered sampler at its default settings.
 SAMPLERS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("ddpm", "ddpm", {}),
@@ -56,8 +54,7 @@ SAMPLERS: tuple[tuple[str, str, dict[str, Any]], ...] = (
 
 def build_policy(model: str, device: torch.device) -> DiffusionPolicy:
     """The DiffusionPolicy of configs/policy/<model>.yaml with random weights (seed 0)."""
-    fields = OmegaConf.to_container(OmegaConf.load(CONFIGS / f"{model}.yaml"))
-    config = DiffusionPolicyConfig.from_dict(dict(fields, obs_dim=OBS_DIM, action_dim=ACTION_DIM))
+    config = policy_preset(model, obs_dim=OBS_DIM, action_dim=ACTION_DIM)
     torch.manual_seed(0)
     return DiffusionPolicy(config).to(device).eval()
 
@@ -99,6 +96,7 @@ def measure(policy: DiffusionPolicy, args: argparse.Namespace, device: torch.dev
     samplers = [s for s in SAMPLERS if s[1] in available_samplers() and (not args.samplers or s[1] in args.samplers)]
     rows: list[dict[str, Any]] = []
     compile_s: dict[str, float] = {}
+    table = device_call_table()
     for batch in args.batches:
         g = torch.Generator().manual_seed(batch)
         x_T = torch.randn(batch, *event, generator=g).to(device)
@@ -133,19 +131,21 @@ def measure(policy: DiffusionPolicy, args: argparse.Namespace, device: torch.dev
                     observed.update(result.rows_per_call)
                     reference = result.sample if name == "ddpm" else reference
                 err = float((result.sample - reference).abs().max()) if reference is not None else float("nan")
-                projected = projected_h100_ms(result.rows_per_call)
+                projected = table.project(result.rows_per_call)
                 rows.append(dict(
                     batch=batch, mode=mode, label=label, sampler=name, rounds=result.rounds, nfe=result.nfe,
                     rows_per_call=result.rows_per_call, times_ms=times,
                     p50_ms=float(np.percentile(times, 50)), p99_ms=float(np.percentile(times, 99)),
-                    max_err_vs_ddpm=err, vs_ddpm=error_status(name, err), h100_projected_ms=projected,
+                    max_err_vs_ddpm=err, vs_ddpm=error_status(name, err), projected_ms=projected,
+                    projected_on=table.device, ddpm_projected_ms=table.project([batch] * schedule.num_steps),
                 ))
                 print(f"  {label:28s} b={batch} {mode:10s} rounds {result.rounds:3d} p50 {rows[-1]['p50_ms']:9.1f} ms",
                       flush=True)
             if (runtime.compilations, runtime.captures) != ready:
                 raise RuntimeError(f"{mode} runtime compiled or captured during the timed runs: {ready} -> "
                                    f"{(runtime.compilations, runtime.captures)}")
-    return dict(rows=rows, compile_s=compile_s)
+    return dict(rows=rows, compile_s=compile_s, projection=dict(device=table.device, source=table.source,
+                                                                 points=table.points))
 
 
 def precision_report(policy: DiffusionPolicy, device: torch.device) -> str:
@@ -197,23 +197,23 @@ def per_call_report(policy: DiffusionPolicy, device: torch.device, repeats: int)
 
 
 def format_tables(report: dict[str, Any]) -> str:
+    on = report["projection"]["device"]
     lines = [f"## {report['model']}: {report['params_m']:.1f}M-parameter U-Net, random weights, "
              f"{report['steps']} DDPM steps", f"Measured on {report['machine']}; {report['repeats']} repeat(s) per "
-             "row (p99 of few repeats is their max). H100 columns are projections from the measured per-call "
-             "table, not measurements.", ""]
+             f"row (p99 of few repeats is their max). {on} columns are projections from the per-call table "
+             f"measured on {on} ({report['projection']['source']}), not measurements.", ""]
     for batch in sorted({r["batch"] for r in report["rows"]}):
         rows = [r for r in report["rows"] if r["batch"] == batch]
         base = next((r["p50_ms"] for r in rows if r["sampler"] == "ddpm" and r["mode"] == "eager"), float("nan"))
         lines += [f"### batch {batch}", "",
                   "| sampler | mode | rounds | NFE | p50 ms | p99 ms | x eager ddpm | vs ddpm (max abs err) | "
-                  "H100 ms (projected) | x H100 eager ddpm 600 ms (projected) | x H100 graphed ddpm 160 ms (projected) |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  f"{on} ms (projected) | x ddpm on {on} (projected) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
-            h = r["h100_projected_ms"]
+            h = r["projected_ms"]
             lines.append(
                 f"| {r['label']} | {r['mode']} | {r['rounds']} | {r['nfe']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-                f"{base / r['p50_ms']:.2f} | {r['vs_ddpm']} | {h:.1f} | {H100_DDPM_EAGER_MS / h:.1f} | "
-                f"{H100_DDPM_GRAPHED_MS / h:.2f} |")
+                f"{base / r['p50_ms']:.2f} | {r['vs_ddpm']} | {h:.1f} | {r['ddpm_projected_ms'] / h:.2f} |")
         lines.append("")
     for key, s in report["compile_s"].items():
         lines.append(f"- warm-up ({key}): {s:.0f} s, before timing")
@@ -236,8 +236,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
             ax.scatter([r["rounds"] for r in sel], [r["p50_ms"] for r in sel], marker=markers.get(mode, "x"),
                        label=f"{mode} (measured p50)")
         proj = [r for r in rows if r["mode"] == rows[0]["mode"]]
-        ax.scatter([r["rounds"] for r in proj], [r["h100_projected_ms"] for r in proj], marker="*", color="k",
-                   label="H100 (projected)")
+        ax.scatter([r["rounds"] for r in proj], [r["projected_ms"] for r in proj], marker="*", color="k",
+                   label=f"{report['projection']['device']} (projected)")
         for r in proj:
             ax.annotate(r["sampler"], (r["rounds"], r["p50_ms"]), fontsize=7, xytext=(3, 3),
                         textcoords="offset points")
@@ -300,7 +300,7 @@ def main() -> None:
     report = dict(model=args.model, machine=machine_name(device), device=device.type, repeats=args.repeats,
                   compile_backend=args.compile_backend, compile_buckets=args.compile_buckets,
                   params_m=policy.ema_model.num_parameters() / 1e6, steps=policy.schedule.num_steps,
-                  weights="random (seed 0)", h100_call_latency_note="projected: see module docstring")
+                  weights="random (seed 0)")
     report.update(measure(policy, args, device))
     table = format_tables(report)
     print(table, flush=True)

@@ -1,6 +1,7 @@
 """The architecture's rules, checked on the source: small modules, and layers that import only downward."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,20 @@ def test_preference_knows_no_task(path):
     """Preference learning gets each task's features from its description, handed in by the caller."""
     bad = {m for m in imported(path) if m.split(".")[0] == "policy_sampler_envs" or m.startswith("policy_sampler.data")}
     assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "policy_sampler" / "study").rglob("*.py")), ids=lambda p: p.name)
+def test_study_does_not_reach_into_the_sweep_engine(path):
+    """The study reads its candidate pool through the data layer (policy_sampler.data.candidates)."""
+    bad = {m for m in imported(path) if m.startswith("policy_sampler.sweep")}
+    assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "policy_sampler").rglob("*.py")), ids=lambda p: str(p.relative_to(REPO)))
+def test_library_locates_no_script_by_path(path):
+    """Scripts are entry points around library functions, never the other way round: no string in the
+    library is a path into scripts/ (prose that names a script is fine)."""
+    script_path = re.compile(r"^(\.\./)*scripts(/[\w.-]+)*/?$")
+    literals = [node.value for node in ast.walk(ast.parse(path.read_text()))
+                if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+    assert not [v for v in literals if script_path.match(v)]

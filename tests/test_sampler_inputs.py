@@ -3,7 +3,8 @@
 Bad input is a clear error naming the argument, never silently sampled through: ``x_T``, ``cond`` and
 ``noise`` shapes and values, a denoiser output of the wrong shape (``ValueError`` naming the shape) or
 non-finite (``FloatingPointError``), unknown sampler names and options, non-positive ``tolerance`` or
-``window``.
+``window``; non-finite options, an empty batch, a generator that is not one, tensors without values
+(the meta device), and a final sample that overflowed although every input was finite.
 """
 
 from __future__ import annotations
@@ -234,7 +235,7 @@ def test_options_are_keyword_arguments_with_defaults(name):
         make_sampler(name, **{option: default})  # every default round-trips
 
 
-@pytest.mark.parametrize("value", [0, 0.0, -0.1, -1, math.nan, True, "0.1", None])
+@pytest.mark.parametrize("value", [0, 0.0, -0.1, -1, math.nan, math.inf, True, "0.1", None])
 def test_non_positive_tolerance_rejected(name, value):
     if "tolerance" not in sampler_options(name):
         pytest.skip(f"{name} takes no tolerance")
@@ -262,7 +263,72 @@ def test_picard_and_paradigms_take_tolerance(tolerance_sampler):
     assert make_sampler("paradigms", window=4).window == 4
 
 
-@pytest.mark.parametrize("value", [-0.5, math.nan, "1"])
+@pytest.mark.parametrize("value", [-0.5, math.nan, math.inf, "1"])
 def test_bad_ddim_eta_rejected(value):
     with pytest.raises(ValueError, match="eta"):
         make_sampler("ddim", eta=value)
+
+
+# --------------------------------------------------------------------------------------------------
+# Hostile input (issue 16): silent garbage and obscure crashes become clear errors
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_nonfinite_cond_rejected(name, model, schedule, value):
+    cond = torch.zeros(B, D)
+    cond[0, 1] = value
+    with pytest.raises(ValueError, match="cond contains NaN or inf"):
+        _sample(name, model, schedule, cond=cond)
+
+
+class _Huge:
+    """A finite but enormous epsilon prediction: the chain's arithmetic overflows to inf."""
+
+    def __call__(self, x, t, cond):
+        return torch.full_like(x, 3e38)
+
+
+def test_overflowing_sample_raises_not_returned(name):
+    """Every denoiser output is finite, yet x0 = (x - sqrt(1 - a) eps) / sqrt(a) overflows: the one final
+    check catches it (today's samplers returned the inf sample)."""
+    scheduler = DDPMScheduler(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2", clip_sample=False)
+    schedule = NoiseSchedule.from_diffusers(scheduler, num_inference_steps=K)
+    with pytest.raises(FloatingPointError, match="sample contains NaN or inf"):
+        _sample(name, _Huge(), schedule)
+
+
+def test_inputs_are_checked_before_the_denoiser_output(name, model, schedule):
+    """A NaN input is named as such, even though it also makes the denoiser's output NaN."""
+    x_T = _x_T()
+    x_T[0, 0] = math.nan
+    with pytest.raises(ValueError, match="x_T contains NaN"):
+        _sample(name, lambda x, t, c: x * 0 + x.sum(), schedule, x_T=x_T)
+
+
+@pytest.mark.parametrize("shape", [(0, D), (B, 0), (0,)], ids=["empty-batch", "empty-event", "empty-1d"])
+def test_empty_x_T_rejected(name, model, schedule, shape):
+    with pytest.raises(ValueError, match="x_T"):
+        _sample(name, model, schedule, x_T=torch.zeros(shape))
+
+
+@pytest.mark.parametrize("generator", [0, 1.5, "seed", torch.Generator().manual_seed(0).get_state()],
+                         ids=["int", "float", "str", "state-tensor"])
+def test_generator_that_is_not_one_rejected(name, model, schedule, generator):
+    with pytest.raises(ValueError, match="generator must be a torch.Generator"):
+        _sample(name, model, schedule, generator=generator)
+
+
+@pytest.mark.parametrize("argument", ["x_T", "cond", "noise"])
+def test_meta_tensors_rejected(name, model, schedule, argument):
+    kwargs = {"x_T": _x_T(), "cond": torch.zeros(B, D), "noise": torch.zeros(K, B, D)}
+    kwargs[argument] = kwargs[argument].to("meta")
+    with pytest.raises(ValueError, match=f"{argument} is on the meta device"):
+        _sample(name, model, schedule, **kwargs)
+
+
+@pytest.mark.parametrize("steps", [0, -1, 101, 2.0, True], ids=["zero", "negative", "too-many", "float", "bool"])
+def test_bad_num_inference_steps_rejected(steps):
+    scheduler = DDPMScheduler(num_train_timesteps=100)
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        NoiseSchedule.from_diffusers(scheduler, num_inference_steps=steps)
+

@@ -8,6 +8,8 @@ not), custom timesteps, ``steps_offset`` and DDIM's ``set_alpha_to_one``; and on
 from __future__ import annotations
 
 import copy
+import math
+import pickle
 
 import diffusers.schedulers.scheduling_ddpm as ddpm_module
 import pytest
@@ -341,3 +343,43 @@ def test_unsupported_spacing_rejected():
 def test_negative_eta_rejected():
     schedule = NoiseSchedule.from_diffusers(_scheduler(DDIMScheduler), num_inference_steps=10)
     _raises("eta", schedule.ddim_chain, -0.1)
+
+
+@pytest.mark.parametrize("eta", [math.nan, math.inf, "1"])
+def test_nonfinite_eta_rejected(eta):
+    schedule = NoiseSchedule.from_diffusers(_scheduler(DDIMScheduler), num_inference_steps=10)
+    _raises("eta", schedule.ddim_chain, eta)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("clip_sample_range", math.nan, "clip_sample_range"),
+    ("clip_sample_range", math.inf, "clip_sample_range"),
+    ("final_alpha_cumprod", math.nan, "final_alpha_cumprod"),
+    ("final_alpha_cumprod", 0.0, "final_alpha_cumprod"),
+    ("alphas_cumprod", "nan", "alphas_cumprod"),
+    ("alphas_cumprod", "zero", "alphas_cumprod"),
+])
+def test_nonfinite_schedule_fields_rejected(field, value, match):
+    good = NoiseSchedule.from_diffusers(_scheduler(DDPMScheduler), num_inference_steps=10)
+    fields = dict(alphas_cumprod=good.alphas_cumprod.clone(), timesteps=good.timesteps,
+                  clip_sample_range=1.0, final_alpha_cumprod=1.0)
+    if field == "alphas_cumprod":
+        fields[field][5] = math.nan if value == "nan" else 0.0
+    else:
+        fields[field] = value
+    _raises(match, NoiseSchedule, **fields)
+
+
+def test_chains_are_built_once_and_tables_copied_once():
+    """Sampling calls reuse the schedule's chains and their device tables: no rebuild, no new copy
+    (on CUDA each copy was a blocking host-to-device transfer per call)."""
+    schedule = NoiseSchedule.from_diffusers(_scheduler(DDPMScheduler), num_inference_steps=10)
+    assert schedule.ddpm_chain() is schedule.ddpm_chain()
+    assert schedule.ddim_chain(0.0) is schedule.ddim_chain(0) and schedule.ddim_chain(0.5) is not schedule.ddim_chain(0)
+    first = schedule.ddpm_chain().tensors(torch.device("cpu"), torch.float32)
+    again = NoiseSchedule.from_diffusers(_scheduler(DDPMScheduler), num_inference_steps=10).ddpm_chain()
+    second = again.tensors(torch.device("cpu"), torch.float32)  # another chain, same content
+    assert all(second[k] is first[k] for k in first)
+    assert second["timesteps"].dtype == torch.int64
+    restored = pickle.loads(pickle.dumps(schedule))
+    assert torch.equal(restored.timesteps, schedule.timesteps) and restored._chains == {}  # caches never travel

@@ -350,29 +350,65 @@ class DiffusionPolicy(nn.Module):
         """Rebuild a policy from a checkpoint directory (or a training run directory, see
         :meth:`resolve_checkpoint`) in eval mode on ``device``. Both the training and EMA U-Nets get the
         saved EMA weights."""
-        from safetensors.torch import load_file
-
         ckpt = cls.resolve_checkpoint(path)
-        with open(ckpt / CONFIG_NAME) as f:
-            document = json.load(f)
-        if document.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{ckpt / CONFIG_NAME} is not a {CHECKPOINT_FORMAT} checkpoint")
-        if int(document.get("format_version", -1)) > CHECKPOINT_VERSION:
-            raise ValueError(
-                f"checkpoint format_version {document['format_version']} is newer than this code "
-                f"({CHECKPOINT_VERSION})"
-            )
-        config = DiffusionPolicyConfig.from_dict(document["policy"])
+        config_path, weights_path = ckpt / CONFIG_NAME, ckpt / WEIGHTS_NAME
+        document = _read_checkpoint_config(config_path)
+        try:
+            config = DiffusionPolicyConfig.from_dict(document["policy"])
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{config_path}: its 'policy' entry is not a valid policy config: {exc}") from exc
         policy = cls(config)
         policy.metadata = dict(document.get("metadata") or {})
-        state = load_file(str(ckpt / WEIGHTS_NAME), device="cpu")
+        state = _read_checkpoint_weights(weights_path)
         model_state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
         norm_state = {k[len("normalizer."):]: v for k, v in state.items() if k.startswith("normalizer.")}
         stray = [k for k in state if not k.startswith(("model.", "normalizer."))]
         if stray:
-            raise ValueError(f"unexpected tensors in {ckpt / WEIGHTS_NAME}: {stray[:5]}")
-        policy.ema_model.load_state_dict(model_state, strict=True)
-        policy.model.load_state_dict(model_state, strict=True)
-        policy.normalizer.load_state_dict(norm_state, strict=True)
+            raise ValueError(f"unexpected tensors in {weights_path}: {stray[:5]}")
+        try:
+            policy.ema_model.load_state_dict(model_state, strict=True)
+            policy.model.load_state_dict(model_state, strict=True)
+            policy.normalizer.load_state_dict(norm_state, strict=True)
+        except RuntimeError as exc:
+            raise ValueError(f"{weights_path} does not match the policy config in {config_path}: {exc}") from exc
         return policy.to(device).eval()
+
+
+def _read_checkpoint_config(path: Path) -> dict[str, Any]:
+    """The checkpoint's ``config.json`` as a dict; a ``ValueError`` names the file and what is wrong."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            document = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise ValueError(f"{path} must hold a JSON object, got a JSON {type(document).__name__}")
+    if document.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint (its 'format' is {document.get('format')!r})")
+    version = document.get("format_version", -1)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValueError(f"{path}: format_version must be an int, got {version!r}")
+    if version > CHECKPOINT_VERSION:
+        raise ValueError(f"{path}: checkpoint format_version {version} is newer than this code ({CHECKPOINT_VERSION})")
+    if "policy" not in document:
+        raise ValueError(f"{path} has no 'policy' entry (the policy config)")
+    return document
+
+
+def _read_checkpoint_weights(path: Path) -> dict[str, Tensor]:
+    """The checkpoint's tensors; a ``ValueError`` names the file when it is missing, truncated or
+    corrupted, or holds NaN or inf (refused at load, not at the first prediction)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise FileNotFoundError(f"no weights file {path} beside {path.parent / CONFIG_NAME}")
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupted?): {exc}") from exc
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"{path} holds NaN or inf in {len(bad)} tensor(s), e.g. {bad[:3]}")
+    return state
 

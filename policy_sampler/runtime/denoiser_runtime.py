@@ -11,19 +11,30 @@ Modes: ``eager`` (the plain call; padded only when buckets are given), ``compile
 with ``dynamic=False``: one graph per bucket, compiled on first use or in :meth:`warmup`, never again)
 and ``cuda_graph`` (per bucket: static input and output buffers, the call captured once as a CUDA
 graph, then per call the inputs are copied in, the graph replayed and the output rows copied out).
-``dtype=torch.bfloat16`` runs the denoiser under autocast and ``tf32=True`` allows TF32 matmuls and
-convolutions on CUDA; both trade accuracy for speed, so the default is float32 (see docs/latency.md
-for the measured error).
+``dtype=torch.bfloat16`` runs the denoiser under autocast. ``tf32`` (see :mod:`.precision`): None, the
+default, leaves the process's TF32 settings alone (PyTorch's default: TF32 convolutions, IEEE float32
+matmuls); True or False forces TF32 on or off for this runtime's network only: around each call in
+eager and compile mode, around capture in cuda_graph mode (a replay reads no flags). Lower precision
+trades accuracy for speed (docs/latency.md and docs/gpu/ have the measured errors).
+
+Threads: one runtime may serve several threads (ChunkRunner's main and fallback workers): calls are
+serialized by a lock, since they share the static buffers, the process-wide precision flags and the
+compiler. Capture every bucket with :meth:`warmup` before threads share a runtime: a CUDA-graph capture
+while another thread launches work fails (CUDA's default capture mode). All work runs on the calling
+thread's current stream; threads must share it (the default stream does).
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Callable, Iterator, Sequence
 
 import torch
 import torch._dynamo
 from torch import Tensor
+
+from policy_sampler.runtime.precision import check_tf32, tf32_mode
 
 MODES = ("eager", "compile", "cuda_graph")
 LOW_PRECISION = (torch.bfloat16, torch.float16)
@@ -83,24 +94,32 @@ class StaticCall:
 
     def __init__(self, fn: Fn, rows: int, x: Tensor, t: Tensor, cond: Tensor | None, capture: bool) -> None:
         self.fn, self.rows = fn, rows
-        self.x = x.new_zeros((rows, *x.shape[1:]))
-        self.t = torch.zeros(rows, dtype=torch.long, device=x.device)
-        self.cond = None if cond is None else cond.new_zeros((rows, *cond.shape[1:]))
-        self.graph: torch.cuda.CUDAGraph | None = None
-        if capture:
-            if x.device.type != "cuda":
-                raise ValueError(f"CUDA-graph capture needs CUDA tensors, got device {x.device}")
-            side = torch.cuda.Stream(device=x.device)
-            side.wait_stream(torch.cuda.current_stream(x.device))
+        if capture and x.device.type != "cuda":
+            raise ValueError(f"CUDA-graph capture needs CUDA tensors, got device {x.device}")
+        # Normal tensors even when built under inference_mode, so later calls outside it can copy in.
+        with torch.inference_mode(False), torch.no_grad():
+            self.x = x.new_zeros((rows, *x.shape[1:]))
+            self.t = torch.zeros(rows, dtype=torch.long, device=x.device)
+            self.cond = None if cond is None else cond.new_zeros((rows, *cond.shape[1:]))
+            self.graph: torch.cuda.CUDAGraph | None = None
+            if capture:
+                self._capture(x.device)
+            else:
+                self.out = fn(self.x, self.t, self.cond)
+
+    def _capture(self, device: torch.device) -> None:
+        """Three warm-up calls on a side stream (cuDNN autotuning, lazy init), then the capture into
+        a private memory pool, all on ``device``'s streams (PyTorch's CUDA-graph recipe)."""
+        with torch.cuda.device(device):
+            side = torch.cuda.Stream(device=device)
+            side.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(side):
-                for _ in range(3):  # warm-up outside the graph (cuDNN autotuning, lazy init)
-                    fn(self.x, self.t, self.cond)
-            torch.cuda.current_stream(x.device).wait_stream(side)
+                for _ in range(3):
+                    self.fn(self.x, self.t, self.cond)
+            torch.cuda.current_stream(device).wait_stream(side)
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):  # a private memory pool: buckets replay in any order
-                self.out = fn(self.x, self.t, self.cond)
-        else:
-            self.out = fn(self.x, self.t, self.cond)
+                self.out = self.fn(self.x, self.t, self.cond)
 
     def __call__(self, x: Tensor, t: Tensor, cond: Tensor | None) -> Tensor:
         n = x.shape[0]
@@ -144,7 +163,7 @@ class DenoiserRuntime:
         mode: str = "eager",
         row_buckets: Sequence[int] | str | None = "pow2",
         dtype: torch.dtype | None = None,
-        tf32: bool = False,
+        tf32: bool | None = None,
         compile_backend: str = "inductor",
     ) -> None:
         if not callable(denoiser):
@@ -153,9 +172,7 @@ class DenoiserRuntime:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if dtype is not None and dtype not in LOW_PRECISION:
             raise ValueError(f"dtype must be None (float32) or one of {LOW_PRECISION}, got {dtype!r}")
-        if not isinstance(tf32, bool):
-            raise ValueError(f"tf32 must be a bool, got {tf32!r}")
-        self.denoiser, self.mode, self.dtype, self.tf32 = denoiser, mode, dtype, tf32
+        self.denoiser, self.mode, self.dtype, self.tf32 = denoiser, mode, dtype, check_tf32(tf32)
         self.grow = row_buckets == "pow2"
         if row_buckets is None:
             if mode != "eager":
@@ -169,6 +186,7 @@ class DenoiserRuntime:
             self._backend = _CountingBackend(compile_backend)
             self._run = torch.compile(self._forward, backend=self._backend, dynamic=False, fullgraph=True)
         self._static: dict[int, StaticCall] = {}
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ counters
     @property
@@ -185,22 +203,23 @@ class DenoiserRuntime:
     def _forward(self, x: Tensor, t: Tensor, cond: Tensor | None) -> Tensor:
         if self.dtype is None:
             return self.denoiser(x, t, cond)
-        with torch.autocast(device_type=x.device.type, dtype=self.dtype):
+        # no weight-cast cache: it would outlive a CUDA-graph capture (PyTorch's CUDA-graph rule)
+        with torch.autocast(device_type=x.device.type, dtype=self.dtype, cache_enabled=False):
             out = self.denoiser(x, t, cond)
         return out.to(x.dtype)
 
     @contextlib.contextmanager
     def _call_context(self) -> Iterator[None]:
-        """TF32 as asked; room for one graph per bucket (dynamo keeps 8 per function by default, shared
-        by every runtime in the process) and an error, not a silent eager fallback, past it."""
-        matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.tf32
-        try:
+        """The runtime's lock; in compile mode room for one graph per bucket (dynamo keeps 8 per
+        function by default, shared by every runtime in the process) and an error, not a silent eager
+        fallback, past it."""
+        with self._lock, torch.no_grad():
+            if self.mode != "compile":
+                yield
+                return
             with torch._dynamo.config.patch(recompile_limit=64 + 2 * len(self.buckets or ()),
                                             fail_on_recompile_limit_hit=True):
                 yield
-        finally:
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
 
     def bucket(self, rows: int) -> int:
         """The row count a call with ``rows`` rows runs at."""
@@ -217,28 +236,45 @@ class DenoiserRuntime:
                 f"t must be [N={n}] and cond [N, ...]; got t {tuple(t.shape)}, "
                 f"cond {None if cond is None else tuple(cond.shape)}"
             )
-        rows = self.bucket(n)
-        with torch.no_grad(), self._call_context():
+        if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+            raise ValueError(f"t must hold integer training timesteps, got dtype {t.dtype}")
+        t = t.long()  # one dtype, so compiled graphs and static buffers see one signature
+        with self._call_context():
+            rows = self.bucket(n)
             if self.mode == "cuda_graph":
                 call = self._static.get(rows)
                 if call is None:
-                    call = self._static[rows] = StaticCall(self._run, rows, x, t, cond, capture=True)
+                    with tf32_mode(self.tf32):  # kernels are chosen at capture; a replay reads no flags
+                        call = self._static[rows] = StaticCall(self._run, rows, x, t, cond, capture=True)
                 return call(x, t, cond)
-            if rows == n and self.mode == "eager":
-                return self._run(x, t, cond)
-            padded_cond = None if cond is None else pad_rows(cond, rows)
-            return self._run(pad_rows(x, rows), pad_rows(t, rows), padded_cond)[:n]
+            with tf32_mode(self.tf32):
+                if rows == n and self.mode == "eager":
+                    return self._run(x, t, cond)
+                padded_cond = None if cond is None else pad_rows(cond, rows)
+                return self._run(pad_rows(x, rows), pad_rows(t, rows), padded_cond)[:n]
+
+    def denoiser_device(self) -> torch.device | None:
+        """The device of the denoiser's parameters (a module, or an object with a ``model`` module)."""
+        for owner in (self.denoiser, getattr(self.denoiser, "model", None)):
+            if isinstance(owner, torch.nn.Module):
+                param = next(owner.parameters(), None)
+                if param is not None:
+                    return param.device
+        return None
 
     def warmup(
         self,
         event_shape: Sequence[int],
         cond_shape: Sequence[int] | None,
         buckets: Sequence[int] | None = None,
-        device: torch.device | str = "cpu",
+        device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> None:
         """Compile or capture every bucket (or those given) ahead, so a control loop pays nothing at run
-        time: inputs [rows, *event_shape] of ``dtype`` and cond [rows, *cond_shape] on ``device``."""
+        time: inputs [rows, *event_shape] of ``dtype`` and cond [rows, *cond_shape] on ``device`` (None:
+        the denoiser's parameters' device, else CUDA in cuda_graph mode and the CPU otherwise)."""
+        if device is None:
+            device = self.denoiser_device() or torch.device("cuda" if self.mode == "cuda_graph" else "cpu")
         for rows in check_buckets(buckets if buckets is not None else (self.buckets or ())):
             x = torch.zeros((rows, *event_shape), dtype=dtype, device=device)
             t = torch.zeros(rows, dtype=torch.long, device=device)

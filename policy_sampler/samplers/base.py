@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from policy_sampler.schedule import NoiseSchedule
+from policy_sampler.validation import check_int, check_number
 
 
 class Denoiser(Protocol):
@@ -84,19 +85,30 @@ class Sampler(ABC):
         if not isinstance(schedule, NoiseSchedule):
             raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
         check_inputs(schedule, x_T, cond, noise)
+        check_generator(generator)
         extras = self._check_extras(schedule, x_T, trajectory_guess, deadline, x0_guess)
         work_dtype = working_dtype(x_T.dtype)
+        device = x_T.device
+        # Values are checked on the device, with no host sync: the flags join the denoiser's
+        # outputs and the final sample in one read at the end (or a sampler's per-round sync).
+        values = {"x_T": x_T, "cond": cond, "noise": noise,
+                  **{k: v for k, v in extras.items() if isinstance(v, Tensor)}}
+        if cond is not None:
+            cond = cond.to(device)
         if noise is None:
             noise = torch.randn(
                 (schedule.num_steps, *x_T.shape), generator=generator, dtype=work_dtype,
-                device=generator.device if generator is not None else x_T.device,
-            ).to(x_T.device)
-        call = DenoiserCall(denoiser, cond, x_T)
+                device=generator.device if generator is not None else device,
+            )
+        noise = noise.to(device=device, dtype=work_dtype)
+        call = DenoiserCall(denoiser, cond, x_T, inputs={k: v for k, v in values.items() if v is not None})
+        if device.type == "cpu":
+            call.raise_if_nonfinite()  # reading a CPU flag costs nothing: fail before any work
         for key in ("trajectory_guess", "x0_guess"):
             if key in extras:
-                extras[key] = extras[key].to(device=x_T.device, dtype=work_dtype)
-        result = self._sample(call, schedule, x_T.to(work_dtype), noise.to(work_dtype), generator, **extras)
-        call.raise_if_nonfinite()
+                extras[key] = extras[key].to(device=device, dtype=work_dtype)
+        result = self._sample(call, schedule, x_T.to(work_dtype), noise, generator, **extras)
+        call.raise_if_nonfinite(result.sample)  # the run's final check: one host sync
         result.sample = result.sample.to(x_T.dtype)
         return result
 
@@ -137,13 +149,20 @@ class Sampler(ABC):
 
 
 def _checked_tensor(name: str, value: Any, expected: tuple[int, ...], what: str) -> Tensor:
-    """``value`` if it is a finite tensor of shape ``expected``, else a ``ValueError`` naming ``name``."""
+    """``value`` if it is a floating-point tensor of shape ``expected`` with values (not on the meta
+    device), else a ``ValueError`` naming ``name``. Its values are checked later, on its device."""
     if not isinstance(value, Tensor) or tuple(value.shape) != expected:
         shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
         raise ValueError(f"{name} must have {what} {expected}, got {shape}")
-    if not bool(torch.isfinite(value).all()):
-        raise ValueError(f"{name} contains NaN or inf")
+    _check_values_exist(name, value)
+    if not value.dtype.is_floating_point:
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
     return value
+
+
+def _check_values_exist(name: str, value: Tensor) -> None:
+    if value.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device (a shape without values); sampling needs real tensors")
 
 
 def working_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -152,13 +171,15 @@ def working_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def check_inputs(schedule: NoiseSchedule, x_T: Tensor, cond: Tensor | None, noise: Tensor | None) -> None:
-    """Raise a ``ValueError`` naming the argument whose shape, dtype or values are wrong."""
+    """Raise a ``ValueError`` naming the argument whose type, shape, dtype or device is wrong. Values
+    (NaN/inf) are checked on the device by :class:`DenoiserCall`, without a host sync."""
     if not isinstance(x_T, Tensor) or not x_T.dtype.is_floating_point:
         raise ValueError("x_T must be a floating-point tensor")
+    _check_values_exist("x_T", x_T)
     if x_T.ndim < 2:
         raise ValueError(f"x_T must be [batch, *event], got shape {tuple(x_T.shape)}")
-    if not bool(torch.isfinite(x_T).all()):
-        raise ValueError("x_T contains NaN or inf")
+    if x_T.shape[0] == 0 or x_T[0].numel() == 0:
+        raise ValueError(f"x_T must have at least one batch row and a non-empty event, got shape {tuple(x_T.shape)}")
     if cond is not None:
         if not isinstance(cond, Tensor):
             raise ValueError(f"cond must be a tensor or None, got {type(cond).__name__}")
@@ -166,31 +187,50 @@ def check_inputs(schedule: NoiseSchedule, x_T: Tensor, cond: Tensor | None, nois
             raise ValueError(
                 f"cond's first dimension must be the batch size {x_T.shape[0]}, got shape {tuple(cond.shape)}"
             )
+        _check_values_exist("cond", cond)
     if noise is not None:
         expected = (schedule.num_steps, *x_T.shape)
         if not isinstance(noise, Tensor) or tuple(noise.shape) != expected:
             shape = tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__
             raise ValueError(f"noise must have shape [K, *x_T.shape] = {expected}, got {shape}")
-        if not bool(torch.isfinite(noise).all()):
-            raise ValueError("noise contains NaN or inf")
+        _check_values_exist("noise", noise)
+
+
+def check_generator(generator: Any) -> None:
+    """Raise a ``ValueError`` unless ``generator`` is a ``torch.Generator`` or None."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__} {generator!r}")
 
 
 class DenoiserCall:
     """The denoiser as samplers use it: rows of states at per-row steps, the batch's conditioning
     repeated along the rows, outputs checked for shape and finiteness, every call counted.
 
-    Finiteness is accumulated on the device and checked by :meth:`raise_if_nonfinite` (or folded
-    into a sampler's one host sync per round), so calling costs no host-device sync.
+    Finiteness (of the named ``inputs`` and of every output) is accumulated on the device in
+    :attr:`nonfinite`, which a sampler may fold into its one host sync per round;
+    :meth:`raise_if_nonfinite` reads every flag at once (with the final sample's, at the end).
+    Calling therefore costs no host-device sync.
     """
 
-    def __init__(self, denoiser: Callable, cond: Tensor | None, x_T: Tensor) -> None:
+    def __init__(self, denoiser: Callable, cond: Tensor | None, x_T: Tensor,
+                 inputs: dict[str, Tensor] | None = None) -> None:
         self.denoiser = denoiser
         self.cond = cond
         self.model_dtype = x_T.dtype
         self.batch_size = x_T.shape[0]
         self.event_shape = tuple(x_T.shape[1:])
         self.rows_per_call: list[int] = []
-        self.nonfinite = torch.zeros((), dtype=torch.bool, device=x_T.device)
+        device = x_T.device
+        self._input_names = list(inputs or {})
+        self._inputs_bad = torch.stack(
+            [~torch.isfinite(v).all().to(device) for v in (inputs or {}).values()]
+        ) if inputs else torch.zeros(0, dtype=torch.bool, device=device)
+        self._output_bad = torch.zeros((), dtype=torch.bool, device=device)
+
+    @property
+    def nonfinite(self) -> Tensor:
+        """bool scalar on the device: an input or a denoiser output so far held NaN or inf."""
+        return self._output_bad | self._inputs_bad.any()
 
     def __call__(self, x: Tensor, timesteps: Tensor, rows: Tensor | None = None) -> Tensor:
         """Evaluate at states ``x`` [N, *event] and training timesteps [N]; ``rows`` [N] says which
@@ -206,12 +246,27 @@ class DenoiserCall:
                 f"denoiser output must have the shape of its input x {tuple(x.shape)}, got {shape}"
             )
         self.rows_per_call.append(n)
-        self.nonfinite |= ~torch.isfinite(out).all()
+        self._output_bad |= ~torch.isfinite(out).all()
         return out.to(x.dtype)
 
-    def raise_if_nonfinite(self) -> None:
-        if bool(self.nonfinite):
+    def raise_if_nonfinite(self, sample: Tensor | None = None) -> None:
+        """One host read of every flag: a ``ValueError`` naming the first non-finite input, else a
+        ``FloatingPointError`` for the denoiser's output, else for ``sample`` (when given)."""
+        flags = [self._inputs_bad, self._output_bad.view(1)]
+        if sample is not None:
+            flags.append((~torch.isfinite(sample).all()).view(1))
+        bad = torch.cat(flags).tolist()
+        n = len(self._input_names)
+        for name, flag in zip(self._input_names, bad[:n]):
+            if flag:
+                raise ValueError(f"{name} contains NaN or inf")
+        if bad[n]:
             raise FloatingPointError("denoiser returned NaN or inf")
+        if sample is not None and bad[n + 1]:
+            raise FloatingPointError(
+                "the sample contains NaN or inf although every input and denoiser output was finite: "
+                "the sampler's arithmetic overflowed (check its options)"
+            )
 
     @property
     def rounds(self) -> int:
@@ -291,7 +346,8 @@ def _sampler_class(name: str) -> type[Sampler]:
 
 
 def check_positive(name: str, value: Any, *, integer: bool = False) -> None:
-    """Raise ``ValueError`` naming ``name`` unless ``value`` is a positive (integer) number."""
-    kind = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0 or value != value:
-        raise ValueError(f"{name} must be a positive {'integer' if integer else 'number'}, got {value!r}")
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is a positive finite (integer) number."""
+    if integer:
+        check_int(name, value, minimum=1)
+    else:
+        check_number(name, value, positive=True)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from policy_sampler.schedule import device_table
+
 
 class LinearRecurrence:
     """Solver for x_{k+1} = lam_k x_k + u_k over per-row windows; ``lam`` is float64 [K] in (0, 1].
@@ -25,8 +27,8 @@ class LinearRecurrence:
     def __init__(self, lam: Tensor, device: torch.device, dtype: torch.dtype) -> None:
         self.lam64 = torch.where(lam > 0, lam, torch.ones_like(lam))
         q = torch.cumprod(torch.cat([torch.ones(1, dtype=torch.float64), self.lam64]), 0)  # [K+1]
-        self.lam = self.lam64.to(device=device, dtype=dtype)
-        self.q = q.to(device=device, dtype=dtype)
+        self.lam = device_table(self.lam64, device, dtype)
+        self.q = device_table(q, device, dtype)
 
     def solve(self, x_start: Tensor, start: Tensor, u: Tensor) -> Tensor:
         """States at slots start+1 .. start+n for rows with start state ``x_start`` [R, *E], start slot

@@ -6,13 +6,14 @@ from torch import Tensor
 
 from policy_sampler.samplers.base import DenoiserCall, SampleResult, Sampler, register_sampler
 from policy_sampler.schedule import GaussianChain, NoiseSchedule
+from policy_sampler.validation import check_number
 
 
 def run_chain(call: DenoiserCall, chain: GaussianChain, x: Tensor, noise: Tensor) -> Tensor:
     """x_{k+1} = mean_k(x_k) + sigma_k * noise[k] for every step, as diffusers' ``step`` loop does."""
     tab = chain.tensors(x.device, x.dtype)
     batch = x.shape[0]
-    stochastic = chain.stochastic.tolist()
+    stochastic = chain.stochastic_steps
     for k in range(chain.num_steps):
         t = tab["timesteps"][k].expand(batch)
         mean, _ = chain.mean(call(x, t), x, k)
@@ -45,9 +46,7 @@ class DDIMSampler(Sampler):
     exact = False
 
     def __init__(self, eta: float = 0.0) -> None:
-        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not eta >= 0:
-            raise ValueError(f"eta must be a non-negative number, got {eta!r}")
-        self.eta = float(eta)
+        self.eta = check_number("eta", eta, minimum=0)
 
     def _sample(self, call, schedule: NoiseSchedule, x_T, noise, generator) -> SampleResult:
         x0 = run_chain(call, schedule.ddim_chain(self.eta), x_T, noise)

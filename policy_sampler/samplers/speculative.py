@@ -67,7 +67,7 @@ from policy_sampler.samplers.base import (
 )
 from policy_sampler.samplers.coupling import reflection_coupling
 from policy_sampler.samplers.recurrence import LinearRecurrence
-from policy_sampler.schedule import GaussianChain, NoiseSchedule
+from policy_sampler.schedule import GaussianChain, NoiseSchedule, device_table
 
 DRAFTS = ("frozen", "independent")
 
@@ -136,7 +136,7 @@ class _SpeculativeBase(Sampler):
         nxt = [K] * (K + 1)
         for s in reversed(range(K)):
             nxt[s] = s if det[s] else nxt[s + 1]
-        next_det = torch.tensor(nxt, device=device)
+        next_det = device_table(torch.tensor(nxt), device, torch.long)
         d0_64, d1 = chain.draft_coefficients()
         tau = self.prior_precision
         if tau is None or self.draft == "independent":
@@ -148,8 +148,8 @@ class _SpeculativeBase(Sampler):
             snr64, h64 = a64 / (1 - a64), a64.sqrt() / (1 - a64)
             w64 = 1 / (tau + snr64)
             recurrence = LinearRecurrence(d1 + d0_64 * h64 * w64, device, dtype)
-            tab = dict(tab, g_w=w64.to(device=device, dtype=dtype), g_h=h64.to(device=device, dtype=dtype),
-                       g_prec=(tau + snr64).to(device=device, dtype=dtype))
+            tab = dict(tab, g_w=device_table(w64, device, dtype), g_h=device_table(h64, device, dtype),
+                       g_prec=device_table(tau + snr64, device, dtype))
         noise_rows = noise.transpose(0, 1)  # [B, K, *E]
 
         x = x_T.clone()

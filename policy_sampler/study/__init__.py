@@ -1,6 +1,7 @@
 """The preference-query study: a local web server where annotators compare two trajectory videos.
 
-See ``docs/study.md``; run it with ``python scripts/preference_study.py study=demo``.
+See ``docs/study.md``; run it with ``python -m policy_sampler.study study=demo annotators=2 port=8765
+db=study.db tokens_file=tokens.json``.
 """
 
 from policy_sampler.study.db import AnswerRejected, StudyDB

@@ -1,10 +1,11 @@
 """Assemble a study from its config: pool, database, tokens, batch source and the ASGI app.
 
 A study config (``configs/study/<name>.yaml``) names the task, the pool's episodes (scripted-expert
-env seeds), the video size and how batches are made (``mode: active`` with the preference
-library's learner, or ``mode: fixed`` with a list of batches). The first start stores the config,
-the pool (content hashes) and the tokens in the database; a later start on the same database
-checks the pool is the same one and serves what was stored.
+env seeds, or a ``candidates.npz`` of policy rollouts), the video size, how batches are made
+(``mode: active`` with the preference library's learner, or ``mode: fixed`` with a list of
+batches) and how many consistency repeats each batch carries. The first start stores the config,
+the pool (content hashes) and the token hashes in the database and the tokens in the tokens file;
+a later start on the same database checks the pool and the tokens and serves what was stored.
 """
 
 from __future__ import annotations
@@ -15,19 +16,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
+from policy_sampler.data.candidates import load_candidates
 from policy_sampler.data.demos import Episode
-from policy_sampler.study.app import create_app
+from policy_sampler.study.app import AppOptions, create_app
 from policy_sampler.study.db import StudyDB
 from policy_sampler.study.pool import StudyPool, build_pool, expert_episodes
 from policy_sampler.study.session import ActiveBatches, BatchSource, FixedBatches, Study
-from policy_sampler.sweep.candidates import load_candidates
+from policy_sampler.study.tokens import TokenCheck, ensure_tokens
 from policy_sampler_envs import canonical_task_id
 
 MODES = ("active", "fixed")
 KNOWN_KEYS = {"": {"name", "task", "instructions", "pool", "video", "batches"}, "pool": {"seeds", "candidates"},
-              "video": {"width", "height"}, "batches": {"mode", "method", "batch_size", "n_batches", "seed", "fixed"}}
+              "video": {"width", "height"}, "batches": {"mode", "method", "batch_size", "n_batches", "seed", "fixed", "repeats"}}
 
 
 def _check_keys(cfg: dict[str, Any]) -> None:
@@ -52,7 +54,8 @@ class StudySettings:
     n_batches: int = 3
     seed: int = 0
     fixed_batches: list[list[list[int]]] | None = None
-    candidates: str | None = None  # a candidates.npz of policy rollouts (policy_sampler.sweep) instead of seeds
+    repeats: int = 0  # consistency repeats per batch (earlier queries asked again, sides swapped)
+    candidates: str | None = None  # a candidates.npz of policy rollouts (policy_sampler.data.candidates) instead of seeds
     width: int = 320
     height: int = 320
     instructions: str = ""
@@ -75,7 +78,7 @@ class StudySettings:
             if not Path(str(candidates)).is_file():
                 raise ValueError(f"study config: pool.candidates {candidates!r} is not a file "
                                  "(write one with scripts/preference_loop.py or policy_sampler.sweep.generate_candidates)")
-            pool["seeds"] = [int(e.seed) for e in load_candidates(str(candidates))]
+            pool["seeds"] = [int(e.seed) for e in load_candidates(candidates)]
         seeds = pool.get("seeds")
         if isinstance(seeds, dict):
             seeds = list(range(int(seeds.get("start", 0)), int(seeds.get("start", 0)) + int(seeds["count"])))
@@ -89,7 +92,7 @@ class StudySettings:
             name=str(need("name")), task=canonical_task_id(str(need("task"))), seeds=seeds,
             mode=str(batches.get("mode", "active")), method=str(batches.get("method", "dpp")),
             batch_size=int(batches.get("batch_size", 4)), n_batches=int(batches.get("n_batches", 3)),
-            seed=int(batches.get("seed", 0)), fixed_batches=batches.get("fixed"),
+            seed=int(batches.get("seed", 0)), fixed_batches=batches.get("fixed"), repeats=int(batches.get("repeats") or 0),
             candidates=None if candidates is None else str(Path(str(candidates)).resolve()),
             width=int(video.get("width", 320)), height=int(video.get("height", 320)),
             instructions=str(cfg.get("instructions") or ""))
@@ -97,6 +100,8 @@ class StudySettings:
             raise ValueError(f"study config: batches.mode must be one of {list(MODES)}, got {settings.mode!r}")
         if settings.batch_size < 1 or settings.n_batches < 1:
             raise ValueError("study config: batches.batch_size and batches.n_batches must be >= 1")
+        if settings.repeats < 0:
+            raise ValueError(f"study config: batches.repeats must be >= 0, got {settings.repeats}")
         return settings
 
     def as_json(self) -> str:
@@ -124,14 +129,18 @@ def prepare_study(
     db_path: str | Path,
     cache_dir: str | Path,
     annotators: int | None = None,
+    *,
+    tokens_file: str | Path,
+    rotate_tokens: bool = False,
     episodes: Sequence[Episode] | None = None,
     progress: Callable[[str], None] | None = None,
-    max_body_bytes: int = 16 * 1024,
-) -> tuple[Starlette, str, list[str]]:
-    """``(app, admin token, annotator tokens)`` for ``settings`` backed by the SQLite file ``db_path``.
-
-    ``episodes`` replaces the scripted-expert pool (e.g. a policy-sampled one); videos go to
-    ``cache_dir``. ``ValueError`` when the database belongs to another study or pool."""
+    options: AppOptions | None = None,
+) -> tuple[ASGIApp, str, list[str]]:
+    """``(app, admin token, annotator tokens)`` for ``settings`` backed by the SQLite file ``db_path``,
+    with the tokens in ``tokens_file`` (see :func:`policy_sampler.study.tokens.ensure_tokens`;
+    ``rotate_tokens`` issues new ones). ``episodes`` replaces the scripted-expert pool (e.g. a
+    policy-sampled one); videos go to ``cache_dir``. ``ValueError`` when the database belongs to
+    another study or pool, or its tokens cannot be recovered."""
     db = StudyDB(db_path)
     stored = db.get_meta("study_config")
     if stored is not None and json.loads(stored)["name"] != settings.name:
@@ -149,6 +158,8 @@ def prepare_study(
     source = make_source(settings, pool, db)
     if stored is None:
         db.set_meta("study_config", settings.as_json())
-    admin, tokens = db.ensure_tokens(annotators)
-    study = Study(db, source, instructions=settings.instructions)
-    return create_app(study, admin, pool.video_dir, max_body_bytes), admin, tokens
+    tokens = ensure_tokens(db, Path(tokens_file), annotators, rotate=rotate_tokens)
+    admin_hash, annotator_hashes = db.token_hashes()
+    study = Study(db, source, instructions=settings.instructions, repeats=settings.repeats, seed=settings.seed)
+    app = create_app(study, TokenCheck(admin_hash, annotator_hashes), pool.video_dir, options)
+    return app, tokens.admin, list(tokens.annotators)

@@ -158,7 +158,7 @@ def test_a_study_on_policy_rollouts(make_client, study_settings, tmp_path, beare
     format), replayed for the videos; its queries are served like any other."""
     from policy_sampler.study import StudySettings
     from policy_sampler.study.pool import expert_episodes
-    from policy_sampler.sweep.candidates import write_candidates
+    from policy_sampler.data.candidates import write_candidates
 
     path = write_candidates(expert_episodes("PolicySampler/ObstacleReach-v0", [40, 41, 42, 43]), tmp_path / "candidates.npz")
     cfg = {"name": "policy-test", "task": "PolicySampler/ObstacleReach-v0", "pool": {"candidates": str(path)},
@@ -173,3 +173,125 @@ def test_a_study_on_policy_rollouts(make_client, study_settings, tmp_path, beare
         StudySettings.from_config({**cfg, "pool": {"candidates": str(tmp_path / "missing.npz")}})
     with pytest.raises(ValueError, match="not both"):
         StudySettings.from_config({**cfg, "pool": {"candidates": str(path), "seeds": [1, 2]}})
+
+
+def test_hostile_bodies_are_json_4xx_and_change_nothing(make_client, bearer, hostile_requests):
+    client, admin, (tok, _) = make_client()
+    q = client.get("/api/next", headers=bearer(tok)).json()
+    for path in ("/api/answers", "/api/skip", "/api/undo"):
+        for body, status in hostile_requests(q["query_id"]):
+            r = client.post(path, content=body, headers={**bearer(tok), "Content-Type": "application/json"})
+            assert r.status_code == status, (path, body[:80], r.text)
+            assert isinstance(r.json()["error"], str)
+    assert client.get("/api/admin/answers", headers=bearer(admin)).json() == []
+    assert client.get("/api/next", headers=bearer(tok)).json()["query_id"] == q["query_id"]
+
+
+def test_client_ids_compare_in_canonical_form(make_client, bearer):
+    client, admin, (tok, _) = make_client()
+    q = client.get("/api/next", headers=bearer(tok)).json()
+    cid = uuid.uuid4()
+    first = _answer(client, tok, q["query_id"], "left", str(cid).upper())
+    assert first.status_code == 201 and first.json()["answer"]["client_id"] == str(cid)
+    for form in (str(cid), "{%s}" % str(cid).upper(), f"urn:uuid:{cid}", cid.hex):  # the same UUID: a retry
+        again = _answer(client, tok, q["query_id"], "left", form)
+        assert again.status_code == 200 and again.json()["answer"] == first.json()["answer"], form
+    assert len(client.get("/api/admin/answers", headers=bearer(admin)).json()) == 1
+
+
+def test_head_next_changes_nothing(make_client, bearer, tmp_path):
+    client, admin, (tok, _) = make_client()
+    for _ in range(3):
+        r = client.head("/api/next", headers=bearer(tok))
+        assert r.status_code == 200 and r.content == b""
+    progress = client.get("/api/admin/progress", headers=bearer(admin)).json()
+    assert progress[0]["batches_issued"] == 0  # no batch was made
+    q = client.get("/api/next", headers=bearer(tok)).json()
+    from policy_sampler.study.db import StudyDB
+    db = StudyDB(tmp_path / "study.db")
+    shown = db.connection().execute("SELECT first_shown_at FROM query WHERE id = ?", (q["query_id"],)).fetchone()[0]
+    assert client.head("/api/next", headers=bearer(tok)).status_code == 200
+    assert db.connection().execute("SELECT first_shown_at FROM query WHERE id = ?", (q["query_id"],)).fetchone()[0] == shown
+    assert client.head("/api/next", headers=bearer(admin)).status_code == 403
+
+
+def test_skip_and_undo(make_client, bearer):
+    client, admin, (tok, _) = make_client()
+    q1 = client.get("/api/next", headers=bearer(tok)).json()
+    assert q1["undo"] is None
+    assert _answer(client, tok, q1["query_id"], "left").status_code == 201
+    q2 = client.get("/api/next", headers=bearer(tok)).json()
+    assert q2["undo"] == q1["query_id"] and q2["position"] == 1
+    skip = {"query_id": q2["query_id"], "client_id": str(uuid.uuid4())}
+    r = client.post("/api/skip", json=skip, headers=bearer(tok))
+    assert r.status_code == 201 and r.json()["answer"]["choice"] == "skip" and r.json()["answer"]["preference"] is None
+    assert client.post("/api/skip", json=skip, headers=bearer(tok)).status_code == 200  # a retry
+    q3 = client.get("/api/next", headers=bearer(tok)).json()
+    assert q3["position"] == 2 and q3["undo"] == q2["query_id"]
+    bad = client.post("/api/undo", json={"query_id": q1["query_id"], "client_id": str(uuid.uuid4())}, headers=bearer(tok))
+    assert bad.status_code == 409 and "last answer" in bad.json()["error"]
+    undo = {"query_id": q2["query_id"], "client_id": str(uuid.uuid4())}
+    r = client.post("/api/undo", json=undo, headers=bearer(tok))
+    assert r.status_code == 201 and r.json()["undone"]["retracted_at"] is not None
+    assert client.post("/api/undo", json=undo, headers=bearer(tok)).status_code == 200
+    again = client.get("/api/next", headers=bearer(tok)).json()
+    assert again["query_id"] == q2["query_id"] and again["undo"] == q1["query_id"]
+    assert _answer(client, tok, q2["query_id"], "right").status_code == 201
+    answers = client.get("/api/admin/answers", headers=bearer(admin)).json()
+    assert [(a["query_id"], a["choice"], a["retracted_at"] is None) for a in answers] == [
+        (q1["query_id"], "left", True), (q2["query_id"], "skip", False), (q2["query_id"], "right", True)]
+    rows = list(csv.DictReader(io.StringIO(client.get("/api/admin/answers.csv", headers=bearer(admin)).text)))
+    assert [r["choice"] for r in rows] == ["left", "skip", "right"] and rows[1]["retracted_at"]
+    progress = client.get("/api/admin/progress", headers=bearer(admin)).json()[0]
+    assert (progress["answered"], progress["skipped"], progress["undone"]) == (2, 0, 1)
+
+
+def test_consistency_repeats_and_self_agreement(make_client, study_settings, bearer, tmp_path):
+    client, admin, (tok, other) = make_client(settings=study_settings(repeats=1))
+    from policy_sampler.study.db import StudyDB
+    db = StudyDB(tmp_path / "study.db")
+    for token, agree in ((tok, True), (other, False)):
+        while (r := client.get("/api/next", headers=bearer(token))).status_code == 200:
+            q = r.json()
+            row = db.connection().execute("SELECT repeat_of FROM query WHERE id = ?", (q["query_id"],)).fetchone()
+            if row[0] is None:
+                choice = "left"
+            else:  # the repeat shows the original's pair with the sides swapped
+                assert q["batch"] == 1 and q["batch_size"] == 3
+                choice = "right" if agree else "left"
+            assert _answer(client, token, q["query_id"], choice).status_code == 201
+    progress = client.get("/api/admin/progress", headers=bearer(admin)).json()
+    assert [(p["repeats_answered"], p["self_agreement"], p["done"]) for p in progress] == [(1, 1.0, True), (1, 0.0, True)]
+    answers = client.get("/api/admin/answers", headers=bearer(admin)).json()
+    repeats = [a for a in answers if a["repeat_of"]]
+    assert len(repeats) == 2 and all(a["repeat_of"] in {b["query_id"] for b in answers} for a in repeats)
+    for a in repeats:
+        original = next(b for b in answers if b["query_id"] == a["repeat_of"])
+        assert (a["traj_a"], a["traj_b"]) == (original["traj_a"], original["traj_b"])
+        assert a["left_traj"] == original["right_traj"]
+
+
+def test_security_headers_and_host_check(study_settings, tmp_path, video_cache, bearer):
+    from starlette.testclient import TestClient
+
+    from policy_sampler.study import prepare_study
+    from policy_sampler.study.app import AppOptions
+    from policy_sampler.study.server import LOOPBACK_HOSTS
+
+    app, admin, (tok,) = prepare_study(study_settings(), tmp_path / "h.db", video_cache, 1, tokens_file=tmp_path / "t.json",
+                                       options=AppOptions(allowed_hosts=LOOPBACK_HOSTS))
+    client = TestClient(app, base_url="http://127.0.0.1:8765")
+    q = client.get("/api/next", headers=bearer(tok)).json()
+    for r in (client.get("/"), client.get("/admin"), client.get("/static/app.js"), client.get("/api/next"),
+              client.get(q["left"]["video"], params={"token": tok}), client.get("/nope")):
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+        assert "script-src 'self'" in r.headers["content-security-policy"]
+        assert r.headers["referrer-policy"] == "no-referrer" and r.headers["x-frame-options"] == "DENY"
+    for host in ("127.0.0.1:8765", "localhost:8765", "[::1]:8765", "LOCALHOST"):
+        assert client.get("/api/next", headers={**bearer(tok), "Host": host}).status_code == 200, host
+    for host in ("evil.example:8765", "evil.example", "127.0.0.1.evil.example", "", "localhost.:80"):
+        r = client.get("/api/next", headers={**bearer(tok), "Host": host})
+        assert r.status_code == 400 and r.json()["error"] == "unexpected Host header", host
+    assert client.get("/api/admin/progress", headers={**bearer(admin), "Host": "evil.example"}).status_code == 400
+    client.close()

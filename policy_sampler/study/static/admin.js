@@ -1,4 +1,5 @@
-// The admin page: per-annotator progress (refreshed every 5 s) and the CSV / JSON exports.
+// The admin page: per-annotator progress (refreshed every 5 s), with each annotator's agreement with
+// their own earlier answers on the consistency repeats, and the CSV / JSON exports.
 "use strict";
 
 const token = new URLSearchParams(location.search).get("token");
@@ -20,7 +21,9 @@ async function refresh() {
   tbody.replaceChildren(...(await r.json()).map((p) => {
     const tr = document.createElement("tr");
     const last = p.last_answer_at ? new Date(p.last_answer_at * 1000).toLocaleString() : "-";
-    [p.annotator, `${p.batches_issued} / ${p.n_batches}`, `${p.answered} / ${p.queries_issued}`, last, p.done ? "yes" : "no"]
+    const agreement = p.self_agreement === null ? "-" : `${Math.round(100 * p.self_agreement)} % (${p.repeats_answered})`;
+    [p.annotator, `${p.batches_issued} / ${p.n_batches}`, `${p.answered} / ${p.queries_issued}`, p.skipped, p.undone,
+      agreement, last, p.done ? "yes" : "no"]
       .forEach((v) => { const td = document.createElement("td"); td.textContent = v; tr.append(td); });
     return tr;
   }));

@@ -1,12 +1,15 @@
 // The annotator page: shows the server's current query, sends the choice, asks for the next one.
 // The server decides what comes next; this page only keeps the query on screen and its client_id,
-// so a retried submission (network error, double press) is stored once.
+// so a retried submission (network error, double press) is stored once. The choice buttons stay
+// disabled until both clips have played to their end once (research note §5.2: no blind clicks);
+// skip (S) is always there, undo (Z) retracts the last answer and shows its query again.
 "use strict";
 
 const token = new URLSearchParams(location.search).get("token");
 const $ = (id) => document.getElementById(id);
 const videos = [$("video-left"), $("video-right")];
-let current = null;   // {query, clientId}
+let current = null;     // {query, clientId}
+let lastAnswered = null; // query_id of the last answer stored from this page (undo on the done screen)
 let busy = false;
 
 function uuid4() {
@@ -22,8 +25,15 @@ function status(text, isError = false) {
   $("status").className = isError ? "error" : "";
 }
 
-function setButtons(enabled) {
-  document.querySelectorAll("button.choice").forEach((b) => { b.disabled = !enabled; });
+const bothPlayed = () => videos.every((v) => v.dataset.played === "yes");
+const undoTarget = () => (current ? current.query.undo : lastAnswered);
+
+function setButtons() {
+  const ready = !busy && current !== null;
+  document.querySelectorAll("button.choice").forEach((b) => { b.disabled = !(ready && bothPlayed()); });
+  $("skip").disabled = !ready;
+  $("undo").disabled = busy || !undoTarget();
+  $("watch-hint").hidden = !ready || bothPlayed();
 }
 
 async function api(path, options = {}) {
@@ -40,25 +50,34 @@ function togglePlay() {
   videos.forEach((v) => (paused ? v.play().catch(() => {}) : v.pause()));
 }
 
+videos.forEach((v) => {
+  v.addEventListener("ended", () => {  // played through once: count it, then loop
+    v.dataset.played = "yes";
+    setButtons();
+    v.currentTime = 0;
+    v.play().catch(() => {});
+  });
+});
+
 function show(query) {
   current = { query, clientId: uuid4() };
   if (query.instructions) $("instructions").textContent = query.instructions;
   videos[0].src = `${query.left.video}?token=${encodeURIComponent(token)}`;
   videos[1].src = `${query.right.video}?token=${encodeURIComponent(token)}`;
-  videos.forEach((v) => { v.loop = true; v.play().catch(() => {}); });
+  videos.forEach((v) => { v.dataset.played = "no"; v.loop = false; v.play().catch(() => {}); });
   const done = query.position;
   $("batch-progress").max = query.batch_size;
   $("batch-progress").value = done;
   $("progress-text").textContent =
     `Batch ${query.batch + 1} of ${query.n_batches}: query ${done + 1} / ${query.batch_size}`;
   $("query").hidden = false;
+  $("done").hidden = true;
   $("query").dataset.queryId = query.query_id;
-  setButtons(true);
 }
 
-async function loadNext() {
+async function loadNext(message = "") {
   busy = true;
-  setButtons(false);
+  setButtons();
   try {
     const r = await api("/api/next");
     if (r.status === 204) {
@@ -66,7 +85,7 @@ async function loadNext() {
       $("query").hidden = true;
       $("done").hidden = false;
       videos.forEach((v) => { v.pause(); v.removeAttribute("src"); });
-      status("");
+      status(message);
       return;
     }
     if (!r.ok) {
@@ -75,34 +94,37 @@ async function loadNext() {
       return;
     }
     show(await r.json());
-    status("");
+    status(message);
   } catch (err) {
     status("Connection lost; retrying…", true);
-    setTimeout(loadNext, 1000);
+    setTimeout(() => loadNext(message), 1000);
   } finally {
     busy = false;
+    setButtons();
   }
 }
 
-async function answer(choice) {
-  if (busy || !current) return;
+// POST body to path until the server answers (same client_id: stored once), then load the next query.
+async function send(path, body, saved) {
   busy = true;
-  setButtons(false);
-  const body = JSON.stringify({ query_id: current.query.query_id, choice, client_id: current.clientId });
+  setButtons();
+  const text = JSON.stringify(body);
   for (let attempt = 0; ; attempt++) {
     try {
       status("Saving…");
-      const r = await api("/api/answers", { method: "POST", body, headers: { "Content-Type": "application/json" } });
+      const r = await api(path, { method: "POST", body: text, headers: { "Content-Type": "application/json" } });
       if (r.status === 201 || r.status === 200 || r.status === 409) {
+        const reply = await r.json().catch(() => ({}));
+        if (path !== "/api/undo" && reply.answer) lastAnswered = reply.answer.query_id;
+        if (path === "/api/undo" && r.status !== 409) lastAnswered = null;
         busy = false;
-        status(r.status === 409 ? "That query was already answered; loading the current one." : "Saved.");
-        await loadNext();
+        await loadNext(r.status === 409 ? `Not changed: ${reply.error || "conflict"}` : saved);
         return;
       }
       const err = await r.json().catch(() => ({}));
       status(`Not saved: ${err.error || r.status}`, true);
       busy = false;
-      setButtons(true);
+      setButtons();
       return;
     } catch (err) {  // network error: retry with the same client_id (stored once)
       status(`Connection lost; retrying (${attempt + 1})…`, true);
@@ -111,9 +133,27 @@ async function answer(choice) {
   }
 }
 
+function answer(choice) {
+  if (busy || !current || !bothPlayed()) return;
+  send("/api/answers", { query_id: current.query.query_id, choice, client_id: current.clientId }, "Saved.");
+}
+
+function skip() {
+  if (busy || !current) return;
+  send("/api/skip", { query_id: current.query.query_id, client_id: current.clientId }, "Skipped.");
+}
+
+function undo() {
+  const target = undoTarget();
+  if (busy || !target) return;
+  send("/api/undo", { query_id: target, client_id: uuid4() }, "Last answer undone: here it is again.");
+}
+
 document.querySelectorAll("button.choice").forEach((b) => {
   b.addEventListener("click", () => answer(b.dataset.choice));
 });
+$("skip").addEventListener("click", skip);
+$("undo").addEventListener("click", undo);
 $("replay").addEventListener("click", replay);
 $("playpause").addEventListener("click", togglePlay);
 const KEYS = { ArrowLeft: "left", 1: "left", ArrowRight: "right", 2: "right", ArrowDown: "equal", 3: "equal", "=": "equal" };
@@ -122,6 +162,8 @@ document.addEventListener("keydown", (e) => {
   if (KEYS[e.key]) { e.preventDefault(); answer(KEYS[e.key]); }
   else if (e.key === " ") { e.preventDefault(); togglePlay(); }
   else if (e.key === "r" || e.key === "R") { replay(); }
+  else if (e.key === "s" || e.key === "S") { skip(); }
+  else if (e.key === "z" || e.key === "Z") { undo(); }
 });
 
 if (!token) status("This page needs your link with ?token=… from the study organiser.", true);
