@@ -25,6 +25,7 @@ from policy_sampler.preference.response import ResponseModel
 __all__ = ["ACQUISITIONS", "information_gain", "volume_removal", "max_regret", "acquisition_scores"]
 
 ACQUISITIONS: tuple[str, ...] = ("information_gain", "volume_removal", "max_regret")
+CHUNK = 8192
 
 
 def _entropy_bits(p: torch.Tensor) -> torch.Tensor:
@@ -50,12 +51,19 @@ def max_regret(w: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
     return torch.where((up > 0) & (down > 0), up + down, torch.zeros_like(up))
 
 
-def acquisition_scores(name: str, response: ResponseModel, w: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
-    """Scores [P] of ``name`` for queries ``psi`` [P, d] under posterior samples ``w`` [M, d]."""
+def acquisition_scores(name: str, response: ResponseModel, w: torch.Tensor, psi: torch.Tensor,
+                       chunk: int = CHUNK) -> torch.Tensor:
+    """Scores [P] of ``name`` for queries ``psi`` [P, d] under posterior samples ``w`` [M, d],
+    ``chunk`` queries at a time (memory O(M chunk), whatever the pool size)."""
+    if name not in ACQUISITIONS:
+        raise ValueError(f"acquisition must be one of {ACQUISITIONS}, got {name!r}")
+    return torch.cat([_scores(name, response, w, psi[s : s + chunk]) for s in range(0, psi.shape[0], chunk)]) \
+        if psi.shape[0] else torch.zeros(0, dtype=w.dtype)
+
+
+def _scores(name: str, response: ResponseModel, w: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
     if name == "max_regret":
         return max_regret(w, psi)
     if name == "information_gain":
         return information_gain(response.probabilities(w, psi))
-    if name == "volume_removal":
-        return volume_removal(response.probabilities(w, psi))
-    raise ValueError(f"acquisition must be one of {ACQUISITIONS}, got {name!r}")
+    return volume_removal(response.probabilities(w, psi))

@@ -14,18 +14,41 @@ Every method but ``greedy`` and ``random`` first keeps the ``preselect`` best-sc
 - ``dpp``: the greedy MAP of the quality-similarity DPP (:mod:`.dpp`; ``dpp_mode="sample"``
   draws an exact k-DPP sample instead);
 - ``random``: b candidates uniformly.
+
+Large pools (DPP only). Over more than ``DENSE_LIMIT`` preselected candidates (``preselect``
+set high, e.g. to the pool size) the DPP works from a Nystrom factor F [B, r] of its kernel
+(``dpp_landmarks`` landmarks, default ``DEFAULT_LANDMARKS``; :func:`.dpp.nystrom_factor`): greedy
+MAP in O(B r k) and exact k-DPP sampling of F F^T in dual form in O(B r^2), never the B x B
+kernel. ``dpp_landmarks`` given forces this path at any size.
+
+Degenerate pools (DPP only). A DPP cannot pick more items than its kernel's numerical rank r
+(eigenvalues above ``RANK_RTOL`` of the largest; near-duplicate or nearly one-dimensional
+candidates, zero scores). When r < b the DPP picks r items (a k-DPP sample of size r, or greedy
+MAP until no item adds determinant) and the batch is filled with the best-scoring remaining
+preselected candidates, ties broken by index; a :class:`DegeneratePoolWarning` says so. Any pool
+of at least one candidate gets ``min(b, P)`` distinct candidates.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
-from policy_sampler.preference.dpp import KDPPSampler, default_bandwidth, greedy_map, quality_similarity_kernel
+from policy_sampler.preference.dpp import (
+    RANK_RTOL, KDPPSampler, default_bandwidth, greedy_map, greedy_map_low_rank, nystrom_factor, quality_similarity_kernel)
 
-__all__ = ["METHODS", "select_batch", "k_medoids"]
+__all__ = ["METHODS", "DegeneratePoolWarning", "select_batch", "k_medoids"]
 
 METHODS: tuple[str, ...] = ("dpp", "greedy", "medoids", "boundary_medoids", "successive_elimination", "random")
 DPP_MODES: tuple[str, ...] = ("map", "sample")
+DENSE_LIMIT = 2000
+DEFAULT_LANDMARKS = 256
+
+
+class DegeneratePoolWarning(UserWarning):
+    """The candidates span fewer than b directions of the DPP kernel: the batch was topped up with
+    the best-scoring remaining candidates (module docstring)."""
 
 
 def _distances(psi: np.ndarray) -> np.ndarray:
@@ -89,6 +112,7 @@ def select_batch(
     dpp_gamma: float = 0.25,
     dpp_bandwidth: float | None = None,
     dpp_mode: str = "map",
+    dpp_landmarks: int | None = None,
 ) -> np.ndarray:
     """Indices (into the candidates) of ``min(batch_size, P)`` queries chosen by ``method`` from
     candidates with differences ``psi`` [P, d] and scores ``scores`` [P] (>= 0, higher is better).
@@ -97,6 +121,9 @@ def select_batch(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if dpp_mode not in DPP_MODES:
         raise ValueError(f"dpp_mode must be one of {DPP_MODES}, got {dpp_mode!r}")
+    if dpp_landmarks is not None and (isinstance(dpp_landmarks, bool) or not isinstance(dpp_landmarks, (int, np.integer))
+                                      or dpp_landmarks < 1):
+        raise ValueError(f"dpp_landmarks must be None or an integer >= 1, got {dpp_landmarks!r}")
     n = len(scores)
     k = min(int(batch_size), n)
     if method == "random":
@@ -119,12 +146,30 @@ def select_batch(
     else:
         quality = np.clip(scores_b, 0.0, None) ** dpp_gamma
         bandwidth = default_bandwidth(psi_b, k) if dpp_bandwidth is None else float(dpp_bandwidth)
-        kernel = quality_similarity_kernel(psi_b, quality, bandwidth)
-        if dpp_mode == "sample":
-            chosen = np.asarray(KDPPSampler(kernel).sample(min(k, int(np.linalg.matrix_rank(kernel))), rng), dtype=int)
+        dense = dpp_landmarks is None and len(keep) <= DENSE_LIMIT
+        if dense:
+            kernel = quality_similarity_kernel(psi_b, quality, bandwidth)
         else:
-            chosen = np.asarray(greedy_map(kernel, k), dtype=int)
-        if chosen.size < k:  # the kernel's rank ran out: top up with the best remaining
-            rest = np.setdiff1d(np.arange(len(keep)), chosen)
-            chosen = np.concatenate([chosen, rest[: k - chosen.size]])
+            factor = nystrom_factor(psi_b, quality, bandwidth, dpp_landmarks or DEFAULT_LANDMARKS, rng)
+        if dpp_mode == "sample":
+            sampler = KDPPSampler(kernel) if dense else KDPPSampler.from_factor(factor)
+            chosen = np.asarray(sampler.sample(min(k, sampler.rank), rng), dtype=int)
+        else:
+            chosen = np.asarray(greedy_map(kernel, k) if dense else greedy_map_low_rank(factor, k), dtype=int)
+        chosen = _top_up(chosen, k, len(keep))
     return keep[np.asarray(chosen, dtype=int)]
+
+
+def _top_up(chosen: np.ndarray, k: int, n_keep: int) -> np.ndarray:
+    """``chosen`` (indices into the ``n_keep`` preselected candidates, which are sorted by score,
+    best first, ties by index) filled to k with the best remaining ones, warning when any was needed."""
+    if chosen.size < k:
+        warnings.warn(
+            f"the DPP found only {chosen.size} of {k} candidates with a positive determinant (its kernel's numerical "
+            f"rank; eigenvalues above {RANK_RTOL:g} of the largest count): near-duplicate, nearly collinear or "
+            f"zero-score candidates; the other {k - chosen.size} queries are the best-scoring remaining candidates",
+            DegeneratePoolWarning, stacklevel=3,
+        )
+        rest = np.setdiff1d(np.arange(n_keep), chosen)
+        chosen = np.concatenate([chosen, rest[: k - chosen.size]])
+    return chosen

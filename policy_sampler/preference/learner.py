@@ -29,7 +29,7 @@ __all__ = ["PreferenceLearner", "alignment"]
 
 STATE_VERSION = 1
 DEFAULT_CANDIDATE_PAIRS = 1000
-_POSTERIOR_KEYS = ("prior", "sampler", "n_samples", "n_chains", "burn_in", "thin", "step", "prior_scale", "init")
+_POSTERIOR_KEYS = ("prior", "sampler", "n_samples", "n_chains", "burn_in", "thin", "step", "prior_scale", "init", "picard")
 _PURPOSES = {"pairs": 0, "posterior": 1, "batch": 2}
 
 
@@ -59,7 +59,7 @@ class PreferenceLearner:
     ``pairs`` [P, 2]: candidate pairs of pool indices; ``None`` draws ``n_candidate_pairs``
     distinct unordered pairs (all of them when the pool has fewer), seeded by ``seed``.
     ``posterior_options``: ``prior``, ``sampler``, ``n_samples``, ``n_chains``, ``burn_in``,
-    ``thin``, ``step``, ``prior_scale`` of :func:`sample_posterior`.
+    ``thin``, ``step``, ``prior_scale``, ``init``, ``picard`` (a dict) of :func:`sample_posterior`.
     """
 
     def __init__(
@@ -79,6 +79,7 @@ class PreferenceLearner:
         dpp_gamma: float = 0.25,
         dpp_bandwidth: float | None = None,
         dpp_mode: str = "map",
+        dpp_landmarks: int | None = None,
         **posterior_options: Any,
     ):
         feats = torch.as_tensor(np.asarray(features.detach().cpu() if isinstance(features, torch.Tensor) else features), dtype=torch.float64)
@@ -103,6 +104,7 @@ class PreferenceLearner:
         self.method, self.acquisition, self.dpp_mode = method, acquisition, dpp_mode
         self.dpp_gamma = float(dpp_gamma)
         self.dpp_bandwidth = None if dpp_bandwidth is None else float(dpp_bandwidth)
+        self.dpp_landmarks = None if dpp_landmarks is None else _check_int("dpp_landmarks", dpp_landmarks, 1)
         if not (math.isfinite(self.dpp_gamma) and self.dpp_gamma >= 0):
             raise ValueError(f"dpp_gamma must be a finite number >= 0, got {dpp_gamma!r}")
         self.response = ResponseModel(response, beta, delta)
@@ -210,9 +212,13 @@ class PreferenceLearner:
 
     # ------------------------------------------------------------------ batches
     def _open_pairs(self) -> np.ndarray:
-        asked = {(min(i, j), max(i, j)) for i, j, _ in self._answers}
-        keep = [k for k, (a, b) in enumerate(self.pairs) if (min(a, b), max(a, b)) not in asked]
-        return self.pairs[np.asarray(keep, dtype=np.int64)]
+        if not self._answers:
+            return self.pairs
+        n = self.features.shape[0]
+        answered = np.asarray(self._answers, dtype=np.int64)[:, :2]
+        asked = np.minimum(answered[:, 0], answered[:, 1]) * n + np.maximum(answered[:, 0], answered[:, 1])
+        keys = self.pairs.min(1) * n + self.pairs.max(1)
+        return self.pairs[~np.isin(keys, asked)]
 
     def next_batch(self) -> list[tuple[int, int]]:
         """The next ``batch_size`` pairs to ask (fewer when fewer unasked candidates remain);
@@ -229,6 +235,7 @@ class PreferenceLearner:
         chosen = select_batch(
             self.method, psi.numpy(), scores.numpy(), self.batch_size, rng,
             preselect=self.preselect, dpp_gamma=self.dpp_gamma, dpp_bandwidth=self.dpp_bandwidth, dpp_mode=self.dpp_mode,
+            dpp_landmarks=self.dpp_landmarks,
         )
         return [(int(candidates[c, 0]), int(candidates[c, 1])) for c in chosen]
 
@@ -240,7 +247,7 @@ class PreferenceLearner:
             "beta": self.response.beta, "response": self.response.kind, "delta": self.response.delta,
             "pairs": self.pairs.tolist(), "seed": self.seed, "n_candidate_pairs": self.n_candidate_pairs,
             "preselect": self.preselect, "dpp_gamma": self.dpp_gamma, "dpp_bandwidth": self.dpp_bandwidth,
-            "dpp_mode": self.dpp_mode, **self.posterior_options,
+            "dpp_mode": self.dpp_mode, "dpp_landmarks": self.dpp_landmarks, **self.posterior_options,
         }
 
     def state_dict(self) -> dict[str, Any]:

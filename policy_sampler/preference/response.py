@@ -72,8 +72,9 @@ class ResponseModel:
             return torch.zeros(w.shape[0], dtype=w.dtype)
         u = self.beta * (w @ psi.T)
         c = choices.to(w.dtype)
-        per = torch.where(c > 0, self._log_better(u), self._log_better(-u))
-        per = torch.where(c == 0, self._log_equal(u), per)
+        per = self._log_better(torch.where(c < 0, -u, u))
+        if bool((c == 0).any()):
+            per = torch.where(c == 0, self._log_equal(u), per)
         return per.sum(dim=-1)
 
     def probabilities(self, w: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:

@@ -136,3 +136,73 @@ def test_dpp_batch_of_10_from_1000_candidates_takes_milliseconds():
         timings[label] = (time.perf_counter() - start) / 5
     print({k: f"{1000 * v:.1f} ms" for k, v in timings.items()})
     assert max(timings.values()) < 0.2
+
+
+def _degenerate_pool(seed):
+    """Pools the DPP kernel sees as low-rank: near-duplicates (jitter 1e-5), nearly 1-D, exact
+    duplicates, a single repeated point, or wildly different feature scales."""
+    rng = np.random.default_rng(seed)
+    size, d = int(rng.integers(5, 120)), int(rng.integers(1, 8))
+    kind = seed % 5
+    if kind == 0:
+        base = rng.standard_normal((int(rng.integers(1, 12)), d))
+        psi = base[rng.integers(0, len(base), size)] + 1e-5 * rng.standard_normal((size, d))
+    elif kind == 1:
+        psi = np.outer(rng.standard_normal(size), rng.standard_normal(d)) + 1e-5 * rng.standard_normal((size, d))
+    elif kind == 2:
+        psi = np.repeat(rng.standard_normal((1, d)), size, axis=0)
+    elif kind == 3:
+        psi = rng.standard_normal((3, d))[rng.integers(0, 3, size)]
+    else:
+        psi = rng.standard_normal((size, d)) * np.logspace(0, -6, d)
+    scores = rng.uniform(size=size) * (rng.uniform() > 0.1)  # sometimes all zero
+    return psi, scores
+
+
+@pytest.mark.parametrize("mode", ["sample", "map"])
+def test_dpp_never_fails_on_a_degenerate_pool(mode):
+    """Fuzz: 450 degenerate pools (before the shared rank rule, sample mode raised "the kernel has
+    rank < k" on many of them). Every call returns min(b, P) distinct candidates."""
+    import warnings
+
+    from policy_sampler.preference.batch import DegeneratePoolWarning
+
+    warned = 0
+    for seed in range(150):
+        psi, scores = _degenerate_pool(seed)
+        for b in (3, 10, 25):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                chosen = select_batch("dpp", psi, scores, b, np.random.default_rng(seed), dpp_mode=mode)
+            assert len(chosen) == min(b, len(scores)) and len(set(chosen.tolist())) == len(chosen)
+            warned += any(issubclass(w.category, DegeneratePoolWarning) for w in caught)
+    assert warned > 50  # the degenerate cases are said so
+
+
+def test_degenerate_pool_is_filled_by_the_documented_rule():
+    """Three distinct queries, each repeated: the DPP takes one of each (rank 3), the other two
+    are the best-scoring remaining candidates, and a DegeneratePoolWarning says so."""
+    from policy_sampler.preference.batch import DegeneratePoolWarning
+
+    base = np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 3.0]])
+    psi = base[[0, 0, 1, 1, 2, 2, 0]]
+    scores = np.array([0.9, 0.8, 0.5, 0.95, 0.3, 0.2, 0.85])
+    for mode in ("sample", "map"):
+        with pytest.warns(DegeneratePoolWarning, match="only 3 of 5"):
+            chosen = select_batch("dpp", psi, scores, 5, np.random.default_rng(0), dpp_mode=mode, dpp_bandwidth=1e-3)
+        assert sorted({tuple(psi[c]) for c in chosen}) == sorted(map(tuple, base))  # one of each
+        order = np.argsort(-scores, kind="stable")
+        dpp_part, filled = set(chosen[:3].tolist()), chosen[3:].tolist()
+        assert filled == [c for c in order if c not in dpp_part][:2]
+
+
+def test_kdpp_rank_is_the_one_rule():
+    """The sampler's rank (what select_batch asks for) is exactly the count of eigenvalues it keeps."""
+    rng = np.random.default_rng(0)
+    psi = np.repeat(rng.standard_normal((4, 3)), 5, axis=0) + 1e-5 * rng.standard_normal((20, 3))
+    kernel = quality_similarity_kernel(psi, np.ones(20), bandwidth=1.0)
+    sampler = KDPPSampler(kernel)
+    assert sampler.rank == int((sampler.eigenvalues > 0).sum())
+    assert len(sampler.sample(sampler.rank, rng)) == sampler.rank
+    with pytest.raises(ValueError, match="numerical rank"):
+        sampler.sample(sampler.rank + 1, rng)

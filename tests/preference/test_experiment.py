@@ -25,7 +25,7 @@ def test_tiny_experiment_in_process(tmp_path, capsys):
         cfg = compose(config_name="preference_experiment", overrides=[
             "tasks=[PolicySampler/ObstacleReach-v0]", "methods=[dpp,successive_elimination]", "n_trajectories=12",
             "n_queries=20", "seeds=2", "n_candidate_pairs=50", "posterior.n_samples=40", "posterior.burn_in=20",
-            "posterior.thin=2", f"cache_dir={tmp_path}", "images_dir=''",
+            "posterior.thin=2", f"cache_dir={tmp_path}", "images_dir=''", "report_queries=[10,20]",
         ])
     assert script.run(cfg) == 0
     out = capsys.readouterr().out
@@ -33,8 +33,12 @@ def test_tiny_experiment_in_process(tmp_path, capsys):
     results = json.loads((tmp_path / "results.json").read_text())
     dpp = results["tasks"]["PolicySampler/ObstacleReach-v0"]["methods"]["dpp"]
     assert len(dpp["mean"]) == 3 and len(dpp["runs"]) == 2  # m after 0, 10, 20 queries; 2 seeds
-    assert script.queries_to_reach(np.array([0.1, 0.95, 0.5]), 10, 0.9) == 10
-    assert script.queries_to_reach(np.array([0.1, 0.5]), 10, 0.9) is None
+    assert "Paired by seed: dpp minus method" in out and "| successive_elimination | " in out.split("Paired by seed")[1]
+    paired = results["tasks"]["PolicySampler/ObstacleReach-v0"]["paired_differences"]["successive_elimination"]
+    runs = results["tasks"]["PolicySampler/ObstacleReach-v0"]["methods"]
+    diff = [np.mean(a["alignment"][1:]) - np.mean(b["alignment"][1:])
+            for a, b in zip(runs["dpp"]["runs"], runs["successive_elimination"]["runs"])]
+    assert paired["mean_over_run"]["t_ci95"][0] == pytest.approx(np.mean(diff))
 
 
 @pytest.mark.slow
