@@ -33,7 +33,7 @@ def observation(k: int) -> np.ndarray:
 
 
 def real_time_loop(runner, ticks, period, first_observation=True):
-    """A loop at ``period`` (real sleeps); returns each act()'s wall time and the actions."""
+    """A loop at ``period`` (real sleeps); returns each act()'s wall time and the stats."""
     if first_observation:
         runner.reset(observation(0))
     else:
@@ -52,27 +52,52 @@ def real_time_loop(runner, ticks, period, first_observation=True):
     return np.asarray(durations), runner.stats()
 
 
+# The three tests below run real threads against the wall clock on a machine shared with other jobs,
+# where the OS can stall the process for tens of milliseconds at any tick. They check exactly what
+# holds on any schedule (every tick gets an action, the counters add up, a sampler whose chunks sleep
+# longer than their window is doomed) and bound wall time only with stated margins: act() over its
+# budget on at most WALL_OVERRUNS of the ticks, its median under WALL_MEDIAN_S. The timing logic
+# itself (which tick waits how long, which chunk is missed, the margin for the GIL) is checked
+# exactly on a scripted clock in test_runner_timing.py.
+WALL_OVERRUNS = 0.1
+WALL_MEDIAN_S = 0.01
+
+
+def check_counters_add_up(stats, ticks):
+    assert stats["ticks"] == ticks
+    assert stats["fallbacks"] == stats["fallback_rest"] + stats["fallback_ddim"] + stats["safe_actions"]
+    assert stats["launched"] == (stats["chunks"] + stats["dropped_chunks"] + stats["failed_chunks"]
+                                 + stats["cancelled_chunks"] + stats["in_flight"])
+    assert stats["in_flight"] == 0  # close() cancelled the chunk in flight, if any
+    assert stats["misses"] <= stats["fallbacks"]  # a miss is a tick without a fresh chunk
+
+
+def check_wall_time(durations, budget):
+    assert np.median(durations) < WALL_MEDIAN_S, durations
+    assert (durations > budget).mean() <= WALL_OVERRUNS, durations
+
+
 def test_10hz_loop_hides_inference(policy):
-    """A real-time 10 Hz loop with the small model: every chunk is computed behind execution. A 10-step
-    chunk takes about 15 ms on an idle core, against the 0.8 s the window leaves, so even a machine 20x
-    slower than idle has no misses; act() never waits for a chunk that is ready."""
+    """A real-time 10 Hz loop with the small model: chunks are computed behind execution. A 10-step
+    chunk takes about 15 ms on an idle core; it starts a tick before it is needed and the tick may wait
+    90 ms more, so a chunk is late only on a machine over 10x slower than idle. Margin for that: at
+    most a quarter of the ticks without a fresh chunk (on an idle machine: none)."""
     runner = ChunkRunner(policy, sampler="ddpm", budget_s=0.1,
                          config=RunnerConfig(seed=0, num_inference_steps=10, control_period_s=0.1))
     durations, stats = real_time_loop(runner, 32, 0.1)
-    assert stats["misses"] == 0 and stats["fallbacks"] == 0, repr(stats)
-    assert stats["chunks"] >= 4 and stats["launched"] == stats["chunks"] + stats["cancelled_chunks"]  # by close()
-    assert stats["rounds_mean"] == 10.0 and stats["latency_p50_s"] > 0
-    assert stats["overruns"] == 0 and durations.max() < 0.1, stats
-    assert np.median(durations) < 0.01  # bookkeeping only: no wait, no torch work in act()
+    check_counters_add_up(stats, 32)
+    assert stats["chunks"] >= 3 and stats["fallbacks"] <= 8 and stats["safe_actions"] == 0, repr(stats)
+    assert stats["rounds_mean"] == 10.0 and stats["latency_p50_s"] > 0 and stats["doomed_at"] is None
+    check_wall_time(durations, 0.1)
 
 
 def test_slow_denoiser_is_found_doomed_and_every_tick_gets_an_action(monkeypatch):
-    """Each denoiser call sleeps 20 ms (releasing the GIL): a 100-step chunk takes 2 s, more than the
-    0.75 s its 15 ticks last at 20 Hz. Without a first observation the first chunk starts at tick 0; at
-    tick 15 it can no longer execute, is cancelled and makes the sampler doomed: no chunk is started
-    again. The ticks get the safe action until the DDIM fallback (2 steps, 40 ms) arrives, then DDIM
-    chunks, each refreshed before it runs out. act() stays within its budget (a generous 30 ms of
-    scheduling slack on a loaded machine)."""
+    """Each denoiser call sleeps 20 ms (releasing the GIL): a 100-step chunk takes at least 2 s, more
+    than the 0.75 s its 15 ticks last at 20 Hz. Without a first observation the first chunk starts at
+    tick 0; at tick 15 it can no longer execute, is cancelled and makes the sampler doomed: no chunk is
+    started again. The ticks get the safe action until the DDIM fallback (2 steps, at least 40 ms)
+    arrives, then DDIM chunks, each refreshed before it runs out (margin: at most 20 of 60 ticks on
+    the safe action; on an idle machine 1 or 2, all before the first DDIM chunk)."""
     policy = small_policy()
     fast = policy.denoiser()
 
@@ -85,20 +110,19 @@ def test_slow_denoiser_is_found_doomed_and_every_tick_gets_an_action(monkeypatch
                          config=RunnerConfig(fallback_steps=2, seed=0, control_period_s=0.05))
     with pytest.warns(RuntimeWarning, match="would arrive after its last action"):
         durations, stats = real_time_loop(runner, 60, 0.05, first_observation=False)
+    check_counters_add_up(stats, 60)
     assert stats["launched"] == 1 and stats["dropped_chunks"] == 1 and stats["misses"] == 1, stats
-    assert stats["doomed_at"] is not None and stats["doomed_ticks"] == 60 - stats["doomed_at"]
+    assert stats["chunks"] == 0 and stats["doomed_at"] == 15 and stats["doomed_ticks"] == 60 - 15
     assert stats["fallbacks"] == 60 == stats["fallback_ddim"] + stats["safe_actions"]
-    assert stats["safe_actions"] >= 1 and stats["fallback_ddim"] >= 40, stats
-    assert runner.sources.index("fallback") == stats["safe_actions"]  # safe only before the first DDIM
-    assert durations.max() < 0.05 + 0.03 and np.median(durations) < 0.01, durations
+    assert runner.sources[0] == "safe" and stats["fallback_ddim"] >= 40, stats
+    check_wall_time(durations, 0.05)
 
 
 def test_gil_holding_denoiser_keeps_act_within_budget():
     """A denoiser that holds the GIL (a pure-Python loop, 20 ms per call, yielding only at Python's
     switch interval): act() does no torch work and stops waiting two switch intervals before the end
-    of its 20 ms budget, so it answers in time. Slack for a loaded machine, where the OS can stall any
-    process: the median well inside the budget, at most 5% of ticks over it (the scripted harness checks
-    the margin's arithmetic exactly, test_runner_timing.py)."""
+    of its 20 ms budget, so it answers in time (wall margins as above; the scripted harness shows the
+    old margin overrunning, test_runner_timing.py)."""
     policy = small_policy()
     fast = policy.denoiser()
 
@@ -112,8 +136,9 @@ def test_gil_holding_denoiser_keeps_act_within_budget():
     runner = ChunkRunner(policy, sampler="ddpm", budget_s=0.02,
                          config=RunnerConfig(seed=0, num_inference_steps=10, fallback_steps=2, control_period_s=0.05))
     durations, stats = real_time_loop(runner, 80, 0.05, first_observation=False)
-    assert stats["chunks"] >= 5 and stats["fallbacks"] == stats["fallback_rest"] + stats["fallback_ddim"] + stats["safe_actions"]
-    assert np.median(durations) < 0.005 and (durations > 0.02).mean() <= 0.05, durations
+    check_counters_add_up(stats, 80)
+    assert stats["chunks"] >= 4, stats  # a chunk takes about 0.2 s (4 ticks) of its 8-tick window
+    check_wall_time(durations, 0.02)
 
 
 def test_simulated_delay_is_deterministic_and_drops_stale_actions(policy):
