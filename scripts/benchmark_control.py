@@ -36,8 +36,10 @@ from policy_sampler.serialization import atomic_write_bytes, jsonable  # noqa: E
 
 POLICY = REPO / "assets" / "policies" / "obstacle_reach_small"
 TASK = "PolicySampler/ObstacleReach-v0"
-COUNTERS = ("chunks", "launched", "misses", "dropped_chunks", "failed_chunks", "dropped_actions", "doomed_ticks",
-            "fallback_rest", "fallback_ddim", "safe_actions", "fallback_launched", "overruns")
+#: every count stats() reports (summed over a row's episodes), in the order of the counter table
+COUNTERS = ("launched", "chunks", "dropped_chunks", "failed_chunks", "cancelled_chunks", "in_flight", "misses",
+            "dropped_actions", "early_stops", "doomed_ticks", "fallback_rest", "fallback_ddim", "safe_actions",
+            "fallback_launched", "fallback_failed", "fallback_dropped", "fallback_doomed_ticks", "overruns")
 
 
 def hold_gil(policy: DiffusionPolicy, seconds: float) -> None:
@@ -113,16 +115,17 @@ def run_row(label: str, sampler: str, budget: float, gil_ms: float, args: argpar
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ("| row | budget | success | act p50 / p99 / max (ms) | overruns | chunks (launched) | misses | dropped "
-            "chunks | doomed ticks | rest / DDIM / safe ticks | fallback chunks | chunk p50 (ms) |")
-    lines = [head, "|" + "---|" * 12]
+    """Two markdown tables: timing and success per row, then every counter per row."""
+    head = "| row | budget | success | act p50 / p99 / max (ms) | overruns | chunk p50 (ms) | doomed at (tick, per episode) |"
+    lines = [head, "|" + "---|" * 7]
     for r in rows:
         chunk = "-" if r["chunk_p50_ms"] is None else f"{r['chunk_p50_ms']:.0f}"
-        lines.append(
-            f"| {r['label']} | {r['budget_s']:g} s | {r['successes']}/{r['episodes']} | {r['act_p50_ms']:.2f} / "
-            f"{r['act_p99_ms']:.1f} / {r['act_max_ms']:.1f} | {r['overruns']}/{r['ticks']} | {r['chunks']} "
-            f"({r['launched']}) | {r['misses']} | {r['dropped_chunks']} | {r['doomed_ticks']} | "
-            f"{r['fallback_rest']} / {r['fallback_ddim']} / {r['safe_actions']} | {r['fallback_launched']} | {chunk} |")
+        doomed = ", ".join("-" if e["doomed_at"] is None else str(e["doomed_at"]) for e in r["per_episode"])
+        lines.append(f"| {r['label']} | {r['budget_s']:g} s | {r['successes']}/{r['episodes']} | {r['act_p50_ms']:.2f} / "
+                     f"{r['act_p99_ms']:.1f} / {r['act_max_ms']:.1f} | {r['overruns']}/{r['ticks']} | {chunk} | {doomed} |")
+    lines += ["", "| row | budget | " + " | ".join(COUNTERS) + " |", "|" + "---|" * (len(COUNTERS) + 2)]
+    for r in rows:
+        lines.append(f"| {r['label']} | {r['budget_s']:g} s | " + " | ".join(str(r[k]) for k in COUNTERS) + " |")
     return "\n".join(lines)
 
 
