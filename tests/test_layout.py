@@ -54,3 +54,14 @@ def test_library_locates_no_script_by_path(path):
     literals = [node.value for node in ast.walk(ast.parse(path.read_text()))
                 if isinstance(node, ast.Constant) and isinstance(node.value, str)]
     assert not [v for v in literals if script_path.match(v)]
+
+
+def test_tests_mirror_the_package():
+    """Each folder under tests/ names a subpackage, and a test named after a subpackage's module lives in its folder."""
+    subpackages = {p.name for p in (REPO / "policy_sampler").iterdir() if (p / "__init__.py").exists()} | {"envs"}
+    folders = {p.name for p in (REPO / "tests").iterdir() if p.is_dir() and not p.name.startswith("__")}
+    assert folders <= subpackages, f"test folders without a subpackage: {sorted(folders - subpackages)}"
+    nested = {p.stem: p.parent.name for p in (REPO / "policy_sampler").glob("*/*.py") if p.stem != "__init__"}
+    misplaced = [f"{t.name} (belongs in tests/{nested[t.stem[5:]]}/)" for t in (REPO / "tests").glob("test_*.py")
+                 if t.stem[5:] in nested and not (REPO / "policy_sampler" / f"{t.stem[5:]}.py").exists()]
+    assert not misplaced, misplaced

@@ -8,12 +8,13 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from policy_sampler.rollout.report import CSV_COLUMNS, EvaluationReport
-from policy_sampler.serialization import atomic_path, atomic_write_bytes, jsonable
+from policy_sampler.serialization import atomic_write_bytes, jsonable
+from policy_sampler.video import write_video
 
 __all__ = ["format_table", "write_plot", "write_results", "write_video"]
 
@@ -93,35 +94,6 @@ def write_plot(report: EvaluationReport, path: Path) -> Path | None:
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return path
-
-
-def write_video(frames: Sequence[np.ndarray], path: Path, fps: int = 25) -> Path:
-    """MP4 through imageio-ffmpeg when installed, else a GIF through Pillow (``path``'s suffix changes
-    to ``.gif``), written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import imageio.v2 as imageio
-        import imageio_ffmpeg  # noqa: F401
-    except ImportError:
-        from PIL import Image
-
-        target = path.with_suffix(".gif")
-        with atomic_path(target) as tmp:
-            images = [Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames]
-            images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-        return target
-    target = path.with_suffix(".mp4")
-    with atomic_path(target) as tmp:
-        # frames are 320x320 here; macro_block_size=1 keeps odd sizes from being resized
-        writer = imageio.get_writer(tmp, fps=fps, codec="libx264", quality=7, macro_block_size=1,
-                                    ffmpeg_log_level="error")
-        try:
-            for frame in frames:
-                writer.append_data(np.asarray(frame, dtype=np.uint8))
-        finally:
-            writer.close()
-    return target
 
 
 def write_results(report: EvaluationReport, out_dir: str | os.PathLike, plot: bool = True) -> dict[str, Path]:

@@ -6,7 +6,7 @@ the SL Euler step
 
     y' = y + eta_k * x0_hat + sqrt(eta_k) * z,     eta_k = t_{k+1} - t_k,
 
-(tests/test_speculative.py checks it to 1e-12 in float64). ASD drafts every future increment from
+(tests/samplers/test_speculative.py checks it to 1e-12 in float64). ASD drafts every future increment from
 the law of the *next* increment with the current clean prediction, ``N(eta_i x0_hat, eta_i I)``;
 mapped back to DDPM coordinates this is exactly the frozen-x0 draft of ``speculative``, and ASD's
 verifier (its Gaussian rejection sampler: accept, else replace the sample by its reflection and

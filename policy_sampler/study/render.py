@@ -2,9 +2,9 @@
 
 The episode is replayed, not re-planned: its env is reset with the recorded seed and stepped with
 the recorded actions, and every observation is checked against the recorded one, so the video
-shows exactly the trajectory the annotator is asked about. Frames are encoded by imageio-ffmpeg
-with libx264, ``yuv420p`` pixels (even frame sizes) and ``+faststart`` (the index first, so the
-browser can start playing and seek with Range requests before the whole file arrives).
+shows exactly the trajectory the annotator is asked about. Frames are encoded by
+``policy_sampler.video.write_mp4`` (H.264, ``yuv420p``, ``+faststart``: the browser starts playing
+and seeks with Range requests before the whole file arrives).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 from policy_sampler.data.demos import Episode  # noqa: E402
-from policy_sampler.serialization import atomic_path  # noqa: E402
+from policy_sampler.video import write_mp4  # noqa: E402
 
 REPLAY_ATOL = 1e-5
 
@@ -42,29 +42,6 @@ def replay_frames(env: Any, episode: Episode) -> list[np.ndarray]:
 def _check(obs: np.ndarray, recorded: np.ndarray, seed: int, step: int) -> None:
     if not np.allclose(np.asarray(obs, dtype=np.float32).reshape(-1), recorded, atol=REPLAY_ATOL):
         raise ValueError(f"replaying the episode with env seed {seed} diverged from its record at step {step}")
-
-
-def write_mp4(frames: Sequence[np.ndarray], path: str | Path, fps: int) -> Path:
-    """Encode ``frames`` (H, W, 3 uint8, even H and W) to an H.264/yuv420p MP4 with the index
-    first (``+faststart``), written atomically to ``path``."""
-    import imageio_ffmpeg
-
-    if not frames:
-        raise ValueError("no frames to encode")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    height, width = np.asarray(frames[0]).shape[:2]
-    with atomic_path(path) as tmp:
-        writer = imageio_ffmpeg.write_frames(
-            str(tmp), (width, height), fps=fps, codec="libx264", pix_fmt_out="yuv420p", quality=7,
-            macro_block_size=2, ffmpeg_log_level="error", output_params=["-movflags", "+faststart", "-f", "mp4"])
-        writer.send(None)  # start ffmpeg
-        try:
-            for frame in frames:
-                writer.send(np.ascontiguousarray(frame, dtype=np.uint8))
-        finally:
-            writer.close()
-    return path
 
 
 def render_videos(task: str, jobs: Sequence[tuple[Episode, Path]], width: int = 320, height: int = 320,

@@ -38,7 +38,7 @@ from policy_sampler.data import (
     write_robomimic_hdf5,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "collect_demos.py"
 PYTHON = sys.executable
 REACH = "PolicySampler/ObstacleReach-v0"

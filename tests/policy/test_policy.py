@@ -19,7 +19,7 @@ from policy_sampler.policy import DiffusionPolicyConfig, Normalizer, PolicyOutpu
 from policy_sampler.policy import diffusion_policy as dp_module
 from policy_sampler.training import EMA, TrainConfig, train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 OBS_DIM, ACT_DIM = 3, 2
 ACT_LO, ACT_HI = 0.0, 10.0
 
