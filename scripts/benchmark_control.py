@@ -9,7 +9,7 @@ to ``runner.act`` and the action to ``env.step``. Rows: ``ddpm`` and ``speculati
 budgets of 0.1 s and 0.02 s, and the same with a GIL-holding slow denoiser (a pure-Python busy loop of
 ``--gil-ms`` before each call of the network, which Python interrupts only at its switch interval).
 The same held-out episodes (env seeds 1000 and up) for every row. Run it alone on the machine
-(``/work/bin/quiet``): it measures wall time.
+it measures wall time.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The exact samplers at their default options against issue 21's targets, measured side by side in one run.
 
-    /work/bin/quiet python scripts/benchmark_exact_targets.py --checkpoint assets/policies/obstacle_reach_small
+    python scripts/benchmark_exact_targets.py --checkpoint assets/policies/obstacle_reach_small
 
 1. **Mixture**: the 16 x 2 action-chunk Gaussian mixture (``policy_sampler.reference.chunk_mixture``),
    ``--batch`` rows (default 12000) in one call: NFE per sample, rounds of the slowest row, mean rounds.

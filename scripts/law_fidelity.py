@@ -19,7 +19,7 @@ a second, independent ``ddpm`` run (must pass) and ``ddpm`` with every step's no
 fail). Depth is the sequential network calls per chunk (rounds for our samplers, steps otherwise).
 
 Writes ``law.json``, ``law.md`` (the table) and ``law.png`` (energy distance against depth) into
-``--out`` and prints the table with the machine named. Heavy: run it under ``/work/bin/heavy``.
+``--out`` and prints the table with the machine named. Heavy: tens of minutes on one CPU thread.
 """
 
 from __future__ import annotations
