@@ -8,7 +8,7 @@ control period (10 Hz by default, real sleeps between ticks): each tick the env'
 to ``runner.act`` and the action to ``env.step``. Rows: ``ddpm`` and ``speculative_picard`` at act()
 budgets of 0.1 s and 0.02 s, and the same with a GIL-holding slow denoiser (a pure-Python busy loop of
 ``--gil-ms`` before each call of the network, which Python interrupts only at its switch interval).
-The same held-out episodes (env seeds 1000 and up) for every row. Run it alone on the machine
+The same held-out episodes (env seeds 1000 and up) for every row. Run it alone on the machine:
 it measures wall time.
 """
 
