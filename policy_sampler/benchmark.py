@@ -38,10 +38,12 @@ SAMPLER_CONFIGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("paradigms w=32 paper init", "paradigms", {"window": 32, "init": "copy"}),
     ("speculative L=4", "speculative", {"lookahead": 4}),
     ("speculative L=16", "speculative", {"lookahead": 16}),
-    ("speculative L=end", "speculative", {"lookahead": None}),
+    ("speculative (adaptive window)", "speculative", {}),
+    ("speculative L=end", "speculative", {"adaptive_window": False}),
     ("autospeculative", "autospeculative", {}),
-    ("speculative L=end tau=10", "speculative", {"prior_precision": 10.0}),
-    ("speculative_picard (tau=10)", "speculative_picard", {}),
+    ("speculative_picard (defaults: adaptive, tau=30)", "speculative_picard", {}),
+    ("speculative_picard full window tau=30", "speculative_picard", {"adaptive_window": False}),
+    ("speculative_picard full window tau=10", "speculative_picard", {"adaptive_window": False, "prior_precision": 10.0}),
     ("speculative_picard frozen", "speculative_picard", {"prior_precision": None}),
 )
 

@@ -46,9 +46,9 @@ SAMPLERS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("ddim eta=0", "ddim", {}),
     ("picard", "picard", {}),
     ("paradigms w=64", "paradigms", {}),
-    ("speculative L=end", "speculative", {}),
+    ("speculative", "speculative", {}),
     ("autospeculative", "autospeculative", {}),
-    ("speculative_picard tau=10", "speculative_picard", {}),
+    ("speculative_picard", "speculative_picard", {}),
 )
 
 

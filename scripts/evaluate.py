@@ -1,6 +1,7 @@
 """Evaluate a trained DiffusionPolicy under several samplers on the same seeded episodes.
 
     python scripts/evaluate.py checkpoint=checkpoints/reach
+    .venv-lerobot/bin/python scripts/evaluate.py checkpoint=<LeRobot policy folder or lerobot-train output>
     python scripts/evaluate.py checkpoint=<dir> samplers=[ddpm,paradigms] n_episodes=10 out_dir=eval/run
     python scripts/evaluate.py checkpoint=<dir> sampler_options.paradigms.tolerance=0.05 baselines=[]
     python scripts/evaluate.py checkpoint=<dir> n_episodes=200 seeds_per_unit=20 launcher=ray ray.num_cpus=8
@@ -17,6 +18,8 @@ each finished unit is stored in ``out_dir/units/`` and ``resume=true`` skips the
 done (see ``policy_sampler.rollout``; one subfolder per task when several are swept) and prints the
 markdown table with the machine name. Bad arguments (missing checkpoint, unknown sampler, task or
 launcher, n_episodes < 1, an unreachable Ray address, ...) exit with status 2 and write nothing.
+``checkpoint`` is one of our checkpoints or a LeRobot DiffusionPolicy folder (what LeRobot's
+``save_pretrained`` writes; see ``policy_sampler.policy.load_policy`` and docs/lerobot.md).
 Options: configs/evaluate.yaml.
 """
 
@@ -135,7 +138,7 @@ def run(cfg: DictConfig) -> int:
         torch.set_num_threads(num_threads)
     from policy_sampler_envs import available_tasks, canonical_task_id, describe_task
 
-    from policy_sampler import DiffusionPolicy
+    from policy_sampler.policy import load_policy, resolve_policy_dir
     from policy_sampler.rollout import RolloutConfig, format_table, load_sampler_specs, with_control, write_results
     from policy_sampler.sweep import CheckpointBlob, evaluate_sweep
 
@@ -164,11 +167,13 @@ def run(cfg: DictConfig) -> int:
     available = available_tasks()
     for path, task in zip(checkpoints, tasks_asked):
         try:
-            ckpt = DiffusionPolicy.resolve_checkpoint(Path(to_absolute_path(path)))
+            _, ckpt = resolve_policy_dir(Path(to_absolute_path(path)))  # ours, or a LeRobot policy folder
         except FileNotFoundError as exc:
             _fail(str(exc))
         try:
-            policy = DiffusionPolicy.load(ckpt, device=check_device)
+            policy = load_policy(ckpt, device=check_device)
+        except ImportError as exc:  # a LeRobot folder without LeRobot installed: says how to install it
+            _fail(f"cannot load {ckpt}: {exc}")
         except (ValueError, OSError) as exc:
             _fail(f"cannot load checkpoint {ckpt}: {exc}")
         task = task if task is not None else policy.metadata.get("task")

@@ -6,8 +6,43 @@
 #   3. robomimic WITHOUT its dependencies: it declares torchvision, whose PyPI build breaks
 #      diffusers' models beside a CPU torch (see ../shared/research/install_check.md).
 # Later jobs extend this script; they do not copy it. Override the torch pin with TORCH_SPEC.
+#
+# `bash scripts/setup.sh --lerobot` instead builds a second virtualenv, .venv-lerobot, for the LeRobot
+# integration (policy_sampler.integrations.lerobot): LeRobot 0.6.1 needs Python 3.12 and pins
+# torch < 2.12, diffusers < 0.40 and numpy < 2.3, so it cannot share .venv. It takes pyenv's
+# Python 3.12 (or LEROBOT_PYTHON), installs "lerobot[diffusion,training]==0.6.1" (its own torch, a CUDA build
+# that runs on CPU) and this package, editable, beside it. .venv is not touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "--lerobot" ]; then
+  PY312=${LEROBOT_PYTHON:-}
+  if [ -z "$PY312" ]; then
+    root=$(pyenv root 2>/dev/null || echo "${PYENV_ROOT:-$HOME/.pyenv}")
+    PY312=$(ls -d "$root"/versions/3.12*/bin/python 2>/dev/null | sort -V | tail -n 1 || true)
+    [ -n "$PY312" ] || PY312=$(command -v python3.12 || true)
+  fi
+  if [ -z "$PY312" ] || ! "$PY312" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null; then
+    echo "setup --lerobot: needs a Python 3.12 (LeRobot 0.6.1 uses 3.12 syntax); none found among pyenv's" \
+         "versions or on PATH. Install one (pyenv install 3.12) or set LEROBOT_PYTHON=/path/to/python3.12." >&2
+    exit 1
+  fi
+  [ -x .venv-lerobot/bin/python ] || "$PY312" -m venv .venv-lerobot
+  lr_pip() { .venv-lerobot/bin/python -m pip install -q --disable-pip-version-check "$@"; }
+  lr_pip "lerobot[diffusion,training]==0.6.1"   # training: LeRobotDataset and lerobot-train
+  lr_pip -e . "pytest>=8" "pytest-timeout>=2.3"
+  lr_pip --no-deps "robomimic==0.3.0"
+  .venv-lerobot/bin/python - <<'PY'
+import sys
+import lerobot, torch, diffusers
+from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy  # noqa: F401
+import policy_sampler.integrations.lerobot  # noqa: F401
+import metaworld  # noqa: F401
+print(f"setup --lerobot: ok (lerobot {lerobot.__version__}, torch {torch.__version__}, "
+      f"diffusers {diffusers.__version__}, python {sys.version.split()[0]})")
+PY
+  exit 0
+fi
 
 PYTHON=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}

@@ -31,8 +31,13 @@ class Chunk:
     trajectory: Tensor | None = None
     adopted: int = -1
 
+    @property
+    def length(self) -> int:
+        """Ticks it has actions for, from ``start`` on."""
+        return self.actions.shape[1]
+
     def covers(self, tick: int) -> bool:
-        return self.start <= tick < self.start + self.actions.shape[1]
+        return self.start <= tick < self.start + self.length
 
     def executes(self, tick: int, n_action_steps: int) -> bool:
         return self.covers(tick) and self.adopted <= tick < self.adopted + n_action_steps
@@ -45,9 +50,11 @@ class Chunk:
         """Where the envs ``envs`` (a subset of ``rows``) sit among this chunk's rows."""
         return np.searchsorted(self.rows, envs)
 
-    def log_entry(self) -> dict:
-        """What the runner's ``chunk_log`` records of it."""
-        return {"batch": int(self.actions.shape[0]), "rows": self.rows.tolist(), "latency_s": self.latency_s,
+    def log_entry(self, status: str) -> dict:
+        """What the runner's ``chunk_log`` records of it; ``status`` is ``'adopted'`` or ``'dropped'``."""
+        return {"status": status, "start": self.start, "length": self.length,
+                "adopted": self.adopted if status == "adopted" else None,
+                "batch": int(self.actions.shape[0]), "rows": self.rows.tolist(), "latency_s": self.latency_s,
                 "rounds": self.rounds, "nfe": self.nfe, "stopped_early": self.stopped_early,
                 "mean_accepted_length": self.mean_accepted_length}
 

@@ -12,20 +12,26 @@ from typing import Any, Mapping
 from policy_sampler.control.real_time_chunking import JACOBIANS
 from policy_sampler.validation import check_bool, check_choice, check_int, check_number
 
-__all__ = ["RunnerConfig", "SMOOTHING"]
+__all__ = ["RunnerConfig", "SAFE_ACTIONS", "SMOOTHING"]
 
 SMOOTHING = ("none", "rtc", "ensemble")
+SAFE_ACTIONS = ("task", "zero", "repeat")
 
 
 @dataclass
 class RunnerConfig:
     """How the runner schedules, smooths and falls back; see :class:`~policy_sampler.control.ChunkRunner`.
 
-    Timing: ``budget_s`` is the most an ``act`` call may take, and the tick period assumed until one is
-    measured (``control_period_s`` overrides it). ``inference_delay``: ``None`` runs inference on a
-    background thread against the wall clock; an int d simulates a delay of d ticks (for evaluation:
-    deterministic and independent of the machine). ``n_action_steps``: actions executed per chunk
-    (None: the policy's). ``num_inference_steps``: the sampler's schedule length (None: the policy's).
+    Timing: ``budget_s`` is the most an ``act`` call may take. ``control_period_s``: the tick period
+    assumed until one is measured (None: the ``dt`` of the task the policy names, else ``budget_s``).
+    ``wait_margin_s``: how long before the end of its budget ``act`` stops waiting for a chunk, the time
+    left to take the GIL back and answer (None: the larger of two thread switch intervals,
+    ``2 * sys.getswitchinterval()``, 10 ms by default, and 10% of ``budget_s``).
+    ``inference_delay``: ``None`` runs inference on background threads against the wall clock; an
+    int d simulates a delay of d ticks. The simulated delay is for evaluation only: ``act`` computes
+    each chunk inside the call (deterministic and independent of the machine) and ignores
+    ``budget_s``. ``n_action_steps``: actions executed per chunk (None: the policy's).
+    ``num_inference_steps``: the sampler's schedule length (None: the policy's).
 
     Where chunks meet (``smoothing``): ``'none'``, ``'rtc'`` (real-time chunking: ``rtc_max_guidance``
     caps the guidance weight, ``rtc_jacobian`` is ``'full'``, the vector-Jacobian product through the
@@ -37,8 +43,11 @@ class RunnerConfig:
     ``guess_from_previous`` (exact samplers: draft the first window from the previous chunk shifted in
     time; legal, so the law is unchanged).
 
-    Fallbacks: ``fallback_steps`` DDIM steps of the fallback chunk (0: none); ``hold_action`` the action
-    held before any was executed (None: zeros).
+    Fallbacks: ``fallback_steps`` DDIM steps of the fallback chunk (0: none). ``safe_action``: what a
+    tick gets when no chunk covers it: ``'task'`` (the default) asks the description of the task
+    named in the policy's ``metadata['task']`` (zero velocity for ObstacleReach; Meta-World holds the
+    hand still and keeps the last gripper command) and gives zeros when the policy names no task;
+    ``'zero'`` zeros; ``'repeat'`` repeats each env's last executed action (zeros before the first).
 
     ``num_candidates``: chunks sampled per env for a selector to choose from (best-of-N).
     ``num_envs``: None for one env (``act`` takes and returns one), else the envs stepped in lockstep.
@@ -47,6 +56,7 @@ class RunnerConfig:
 
     budget_s: float = 0.1
     control_period_s: float | None = None
+    wait_margin_s: float | None = None
     inference_delay: int | None = None
     n_action_steps: int | None = None
     num_inference_steps: int | None = None
@@ -57,7 +67,7 @@ class RunnerConfig:
     warm_start: bool = False
     guess_from_previous: bool = True
     fallback_steps: int = 4
-    hold_action: tuple[float, ...] | None = None
+    safe_action: str = "task"
     num_candidates: int = 1
     num_envs: int | None = None
     seed: int | None = None
@@ -66,6 +76,7 @@ class RunnerConfig:
         self.budget_s = check_number("budget_s", self.budget_s, positive=True)
         self.control_period_s = check_number("control_period_s", self.control_period_s, positive=True,
                                              allow_none=True)
+        self.wait_margin_s = check_number("wait_margin_s", self.wait_margin_s, minimum=0, allow_none=True)
         self.inference_delay = check_int("inference_delay", self.inference_delay, minimum=0, allow_none=True)
         self.n_action_steps = check_int("n_action_steps", self.n_action_steps, minimum=1, allow_none=True)
         self.num_inference_steps = check_int("num_inference_steps", self.num_inference_steps, minimum=1,
@@ -77,8 +88,7 @@ class RunnerConfig:
         check_bool("warm_start", self.warm_start)
         check_bool("guess_from_previous", self.guess_from_previous)
         self.fallback_steps = check_int("fallback_steps", self.fallback_steps, minimum=0)
-        if self.hold_action is not None:
-            self.hold_action = tuple(check_number("hold_action", a) for a in self.hold_action)
+        check_choice("safe_action", self.safe_action, SAFE_ACTIONS)
         self.num_candidates = check_int("num_candidates", self.num_candidates, minimum=1)
         self.num_envs = check_int("num_envs", self.num_envs, minimum=1, allow_none=True)
         self.seed = check_int("seed", self.seed, minimum=0, allow_none=True)

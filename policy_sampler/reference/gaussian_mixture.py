@@ -94,3 +94,11 @@ class GaussianMixtureDenoiser:
         if cond is not None:
             mu = mu + cond.to(torch.float64).unsqueeze(1)
         return (x0.to(torch.float64).unsqueeze(1) - mu).pow(2).flatten(2).sum(-1).argmin(1)
+
+
+def chunk_mixture(schedule: NoiseSchedule, horizon: int = 16, action_dim: int = 2, seed: int = 0) -> GaussianMixtureDenoiser:
+    """The action-chunk benchmark mixture: :meth:`GaussianMixtureDenoiser.random` in ``horizon * action_dim``
+    dimensions (3 modes, std 0.1) with its means shaped ``[horizon, action_dim]`` like a DiffusionPolicy chunk."""
+    flat = GaussianMixtureDenoiser.random(schedule, dim=horizon * action_dim, seed=seed)
+    return GaussianMixtureDenoiser(flat.means.reshape(-1, horizon, action_dim), flat.stds, flat.log_weights.exp(),
+                                   schedule)

@@ -30,4 +30,4 @@ class AutospeculativeSampler(SpeculativeSampler):
 
     def __init__(self, spec_len: int | None = None) -> None:
         self.spec_len = _optional_positive("spec_len", spec_len)
-        super().__init__(lookahead=spec_len, draft="frozen")
+        super().__init__(lookahead=spec_len, draft="frozen", adaptive_window=False)

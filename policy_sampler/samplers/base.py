@@ -305,13 +305,25 @@ class RoundClock:
 
 
 _REGISTRY: dict[str, type[Sampler]] = {}
+_BASELINES: dict[str, type[Sampler]] = {}  # fast alternatives that change the law (policy_sampler.baselines)
 
 
 def register_sampler(cls: type[Sampler]) -> type[Sampler]:
     """Class decorator: make ``cls`` available to :func:`make_sampler` under ``cls.name``."""
-    if cls.name in _REGISTRY:
+    if cls.name in _REGISTRY or cls.name in _BASELINES:
         raise ValueError(f"a sampler named {cls.name!r} is already registered")
     _REGISTRY[cls.name] = cls
+    return cls
+
+
+def register_baseline(cls: type[Sampler]) -> type[Sampler]:
+    """Class decorator for a baseline (``exact = False``, e.g. a distilled student): :func:`make_sampler`
+    builds it by name, but :func:`available_samplers` (our samplers) does not list it."""
+    if cls.exact:
+        raise ValueError(f"baseline {cls.name!r} must have exact = False")
+    if cls.name in _REGISTRY or cls.name in _BASELINES:
+        raise ValueError(f"a sampler named {cls.name!r} is already registered")
+    _BASELINES[cls.name] = cls
     return cls
 
 
@@ -336,12 +348,16 @@ def make_sampler(name: str, **options: Any) -> Sampler:
         raise ValueError(
             f"unknown option(s) {unknown} for sampler {name!r}; valid options: {sorted(valid) or 'none'}"
         )
-    return _REGISTRY[name](**options)
+    return _sampler_class(name)(**options)
 
 
 def _sampler_class(name: str) -> type[Sampler]:
+    if name in _BASELINES:
+        return _BASELINES[name]
     if name not in _REGISTRY:
-        raise ValueError(f"unknown sampler {name!r}; available samplers: {available_samplers()}")
+        raise ValueError(
+            f"unknown sampler {name!r}; available samplers: {available_samplers()}, baselines: {sorted(_BASELINES)}"
+        )
     return _REGISTRY[name]
 
 

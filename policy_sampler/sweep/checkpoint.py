@@ -12,35 +12,41 @@ from typing import Callable
 
 __all__ = ["CheckpointBlob", "load_policy"]
 
-_CACHE: dict[tuple[str, str], object] = {}  # (digest, device) -> DiffusionPolicy, per process
+_CACHE: dict[tuple[str, str], object] = {}  # (digest, device) -> policy, per process
 
 
 @dataclass(frozen=True)
 class CheckpointBlob:
-    """The two files of a ``DiffusionPolicy`` checkpoint directory, and the SHA-256 of both."""
+    """The files of a policy folder (``(name, bytes)`` pairs) and their SHA-256: a ``DiffusionPolicy``
+    checkpoint's two files, or every file of a LeRobot policy folder (weights, config, processors)."""
 
     digest: str
-    config: bytes
-    weights: bytes
+    files: tuple[tuple[str, bytes], ...]
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> "CheckpointBlob":
-        """The checkpoint at ``path`` (a checkpoint or training run directory, see
-        ``DiffusionPolicy.resolve_checkpoint``); ``FileNotFoundError`` when there is none."""
-        from policy_sampler.policy.diffusion_policy import CONFIG_NAME, WEIGHTS_NAME, DiffusionPolicy
+        """The policy at ``path`` (see ``policy_sampler.policy.resolve_policy_dir``); ``FileNotFoundError``
+        when there is none."""
+        from policy_sampler.policy.diffusion_policy import CONFIG_NAME, WEIGHTS_NAME
+        from policy_sampler.policy.loading import resolve_policy_dir
 
-        ckpt = DiffusionPolicy.resolve_checkpoint(path)
-        config = (ckpt / CONFIG_NAME).read_bytes()
-        weights = (ckpt / WEIGHTS_NAME).read_bytes()
-        digest = hashlib.sha256(hashlib.sha256(config).digest() + hashlib.sha256(weights).digest()).hexdigest()
-        return cls(digest=digest, config=config, weights=weights)
+        kind, folder = resolve_policy_dir(path)
+        if kind == "policy_sampler":
+            files = tuple((name, (folder / name).read_bytes()) for name in (CONFIG_NAME, WEIGHTS_NAME))
+            digest = hashlib.sha256(b"".join(hashlib.sha256(data).digest() for _, data in files)).hexdigest()
+        else:
+            files = tuple((p.name, p.read_bytes()) for p in sorted(folder.iterdir()) if p.is_file())
+            digest = hashlib.sha256(b"".join(
+                hashlib.sha256(name.encode()).digest() + hashlib.sha256(data).digest() for name, data in files
+            )).hexdigest()
+        return cls(digest=digest, files=files)
 
 
 def load_policy(digest: str, fetch: Callable[[], CheckpointBlob], device: str = "cpu"):
-    """The policy of the checkpoint ``digest`` on ``device``, built by ``DiffusionPolicy.load`` from the
-    bytes of ``fetch()`` (written to a temporary directory) and cached per process: a worker running
-    many units fetches and loads it once. ``ValueError`` when the fetched bytes are another checkpoint."""
-    from policy_sampler.policy.diffusion_policy import CONFIG_NAME, WEIGHTS_NAME, DiffusionPolicy
+    """The policy of the checkpoint ``digest`` on ``device``, built by ``policy_sampler.policy.load_policy``
+    from the files of ``fetch()`` (written to a temporary directory) and cached per process: a worker
+    running many units fetches and loads it once. ``ValueError`` when the fetched bytes are another checkpoint."""
+    from policy_sampler.policy.loading import load_policy as load_policy_dir
 
     key = (digest, str(device))
     if key not in _CACHE:
@@ -48,7 +54,7 @@ def load_policy(digest: str, fetch: Callable[[], CheckpointBlob], device: str = 
         if blob.digest != digest:
             raise ValueError(f"checkpoint digest mismatch: the unit wants {digest[:12]}, got {blob.digest[:12]}")
         with tempfile.TemporaryDirectory(prefix="policy-sampler-ckpt-") as tmp:
-            (Path(tmp) / CONFIG_NAME).write_bytes(blob.config)
-            (Path(tmp) / WEIGHTS_NAME).write_bytes(blob.weights)
-            _CACHE[key] = DiffusionPolicy.load(tmp, device=device)
+            for name, data in blob.files:
+                (Path(tmp) / name).write_bytes(data)
+            _CACHE[key] = load_policy_dir(tmp, device=device)
     return _CACHE[key]

@@ -32,29 +32,72 @@ def observation(k: int) -> np.ndarray:
     return (0.3 * np.sin(0.1 * k + np.arange(OBS_DIM))).astype(np.float32)
 
 
-def test_10hz_loop_has_no_misses(policy):
-    """A real-time 10 Hz loop with the small model: every chunk is computed behind execution."""
-    runner = ChunkRunner(policy, sampler="ddpm", budget_s=0.1, config=RunnerConfig(seed=0))
-    runner.reset(observation(0))
-    period, t_next = 0.1, time.perf_counter()
+def real_time_loop(runner, ticks, period, first_observation=True):
+    """A loop at ``period`` (real sleeps); returns each act()'s wall time and the stats."""
+    if first_observation:
+        runner.reset(observation(0))
+    else:
+        runner.reset()
+    durations, actions, t_next = [], [], time.perf_counter()
     try:
-        for k in range(32):
-            action = runner.act(observation(k))
-            assert action.shape == (ACTION_DIM,) and np.isfinite(action).all()
+        for k in range(ticks):
+            start = time.perf_counter()
+            actions.append(runner.act(observation(k)))
+            durations.append(time.perf_counter() - start)
             t_next += period
             time.sleep(max(0.0, t_next - time.perf_counter()))
     finally:
         runner.close()
-    stats = runner.stats()
-    assert stats["misses"] == 0 and stats["fallbacks"] == 0, repr(stats)
-    assert stats["chunks"] >= 4 and stats["act_latency_max_s"] < 0.1, stats
-    assert stats["latency_p50_s"] > 0 and stats["rounds_mean"] == 100.0
+    assert all(a.shape == (ACTION_DIM,) and np.isfinite(a).all() for a in actions)
+    return np.asarray(durations), runner.stats()
 
 
-def test_slow_denoiser_forces_misses_but_every_tick_gets_an_action(monkeypatch):
-    """Each denoiser call sleeps 20 ms: a 100-step chunk takes 2 s against a 50 ms budget. Every
-    tick still returns within the budget, from the rest of the last chunk, the DDIM fallback or a
-    held action, and each is counted."""
+# The three tests below run real threads against the wall clock on a machine shared with other jobs,
+# where the OS can stall the process for tens of milliseconds at any tick. They check exactly what
+# holds on any schedule (every tick gets an action, the counters add up, a sampler whose chunks sleep
+# longer than their window is doomed) and bound wall time only with stated margins: act() over its
+# budget on at most WALL_OVERRUNS of the ticks, its median under WALL_MEDIAN_S. The timing logic
+# itself (which tick waits how long, which chunk is missed, the margin for the GIL) is checked
+# exactly on a scripted clock in test_runner_timing.py.
+WALL_OVERRUNS = 0.1
+WALL_MEDIAN_S = 0.01
+
+
+def check_counters_add_up(stats, ticks):
+    assert stats["ticks"] == ticks
+    assert stats["fallbacks"] == stats["fallback_rest"] + stats["fallback_ddim"] + stats["safe_actions"]
+    assert stats["launched"] == (stats["chunks"] + stats["dropped_chunks"] + stats["failed_chunks"]
+                                 + stats["cancelled_chunks"] + stats["in_flight"])
+    assert stats["in_flight"] == 0  # close() cancelled the chunk in flight, if any
+    assert stats["misses"] <= stats["fallbacks"]  # a miss is a tick without a fresh chunk
+
+
+def check_wall_time(durations, budget):
+    assert np.median(durations) < WALL_MEDIAN_S, durations
+    assert (durations > budget).mean() <= WALL_OVERRUNS, durations
+
+
+def test_10hz_loop_hides_inference(policy):
+    """A real-time 10 Hz loop with the small model: chunks are computed behind execution. A 10-step
+    chunk takes about 15 ms on an idle core; it starts a tick before it is needed and the tick may wait
+    90 ms more, so a chunk is late only on a machine over 10x slower than idle. Margin for that: at
+    most a quarter of the ticks without a fresh chunk (on an idle machine: none)."""
+    runner = ChunkRunner(policy, sampler="ddpm", budget_s=0.1,
+                         config=RunnerConfig(seed=0, num_inference_steps=10, control_period_s=0.1))
+    durations, stats = real_time_loop(runner, 32, 0.1)
+    check_counters_add_up(stats, 32)
+    assert stats["chunks"] >= 3 and stats["fallbacks"] <= 8 and stats["safe_actions"] == 0, repr(stats)
+    assert stats["rounds_mean"] == 10.0 and stats["latency_p50_s"] > 0 and stats["doomed_at"] is None
+    check_wall_time(durations, 0.1)
+
+
+def test_slow_denoiser_is_found_doomed_and_every_tick_gets_an_action(monkeypatch):
+    """Each denoiser call sleeps 20 ms (releasing the GIL): a 100-step chunk takes at least 2 s, more
+    than the 0.75 s its 15 ticks last at 20 Hz. Without a first observation the first chunk starts at
+    tick 0; at tick 15 it can no longer execute, is cancelled and makes the sampler doomed: no chunk is
+    started again. The ticks get the safe action until the DDIM fallback (2 steps, at least 40 ms)
+    arrives, then DDIM chunks, each refreshed before it runs out (margin: at most 20 of 60 ticks on
+    the safe action; on an idle machine 1 or 2, all before the first DDIM chunk)."""
     policy = small_policy()
     fast = policy.denoiser()
 
@@ -62,22 +105,40 @@ def test_slow_denoiser_forces_misses_but_every_tick_gets_an_action(monkeypatch):
         time.sleep(0.02)
         return fast(x, t, cond)
 
-    monkeypatch.setattr(policy, "denoiser", lambda: slow)
-    runner = ChunkRunner(policy, sampler="ddpm", budget_s=0.05, config=RunnerConfig(fallback_steps=2, seed=0))
-    actions = []
-    try:
-        for k in range(30):
-            start = time.perf_counter()
-            actions.append(runner.act(observation(k)))
-            assert time.perf_counter() - start < 0.05 + 0.02
-    finally:
-        runner.close()
-    stats = runner.stats()
-    assert len(actions) == 30 and all(a.shape == (ACTION_DIM,) and np.isfinite(a).all() for a in actions)
-    assert stats["misses"] >= 1 and stats["fallbacks"] >= 25, stats
-    assert stats["fallbacks"] == stats["fallback_rest"] + stats["fallback_ddim"] + stats["holds"]
-    assert stats["holds"] >= 1 and stats["fallback_ddim"] >= 1, stats
-    assert stats["act_latency_max_s"] < 0.07
+    monkeypatch.setattr(policy, "denoiser", lambda differentiable=False: slow)
+    runner = ChunkRunner(policy, sampler="ddpm", budget_s=0.05,
+                         config=RunnerConfig(fallback_steps=2, seed=0, control_period_s=0.05))
+    with pytest.warns(RuntimeWarning, match="would arrive after its last action"):
+        durations, stats = real_time_loop(runner, 60, 0.05, first_observation=False)
+    check_counters_add_up(stats, 60)
+    assert stats["launched"] == 1 and stats["dropped_chunks"] == 1 and stats["misses"] == 1, stats
+    assert stats["chunks"] == 0 and stats["doomed_at"] == 15 and stats["doomed_ticks"] == 60 - 15
+    assert stats["fallbacks"] == 60 == stats["fallback_ddim"] + stats["safe_actions"]
+    assert runner.sources[0] == "safe" and stats["fallback_ddim"] >= 40, stats
+    check_wall_time(durations, 0.05)
+
+
+def test_gil_holding_denoiser_keeps_act_within_budget():
+    """A denoiser that holds the GIL (a pure-Python loop, 20 ms per call, yielding only at Python's
+    switch interval): act() does no torch work and stops waiting two switch intervals before the end
+    of its 20 ms budget, so it answers in time (wall margins as above; the scripted harness shows the
+    old margin overrunning, test_runner_timing.py)."""
+    policy = small_policy()
+    fast = policy.denoiser()
+
+    def holding(x, t, cond):
+        end = time.perf_counter() + 0.02
+        while time.perf_counter() < end:
+            pass
+        return fast(x, t, cond)
+
+    policy.denoiser = lambda differentiable=False: holding
+    runner = ChunkRunner(policy, sampler="ddpm", budget_s=0.02,
+                         config=RunnerConfig(seed=0, num_inference_steps=10, fallback_steps=2, control_period_s=0.05))
+    durations, stats = real_time_loop(runner, 80, 0.05, first_observation=False)
+    check_counters_add_up(stats, 80)
+    assert stats["chunks"] >= 4, stats  # a chunk takes about 0.2 s (4 ticks) of its 8-tick window
+    check_wall_time(durations, 0.02)
 
 
 def test_simulated_delay_is_deterministic_and_drops_stale_actions(policy):
@@ -128,10 +189,10 @@ def test_warm_start_passes_the_shifted_path():
     policy = small_policy()
     runner = ChunkRunner(policy, sampler="paradigms", config=RunnerConfig(inference_delay=0, warm_start=True, seed=0))
     runner.reset(observation(0))
-    first = runner._current
+    first = runner.main.current
     for k in range(9):  # tick 8 starts the second chunk
         runner.act(observation(k))
-    second = runner._current
+    second = runner.main.current
     assert second.start == 8 and first.trajectory is not None
     torch.testing.assert_close(second.x_T[:, :8], first.x_T[:, 8:])
     torch.testing.assert_close(second.noise[:, :, :8], first.noise[:, :, 8:])
@@ -187,6 +248,9 @@ def test_boundary_jerk_separates_switch_ticks():
     ({"fallback_steps": 101}, "num_inference_steps"),
     ({"rtc_jacobian": "diagonal"}, "rtc_jacobian"),
     ({"seed": True}, "seed"),
+    ({"safe_action": "hold"}, "safe_action"),
+    ({"wait_margin_s": -0.01}, "wait_margin_s"),
+    ({"inference_delay": 15}, "chunk length 15"),
 ])
 def test_bad_settings_raise(policy, settings, match):
     with pytest.raises(ValueError, match=match):
@@ -216,7 +280,7 @@ def test_exact_samplers_draft_from_the_previous_chunk(policy, monkeypatch):
     monkeypatch.setattr(policy, "predict_action", spy)
     runner = ChunkRunner(policy, sampler="speculative_picard", config=RunnerConfig(inference_delay=0, seed=0))
     runner.reset(observation(0))
-    first = runner._current
+    first = runner.main.current
     for k in range(9):
         runner.act(observation(k))
     assert seen[0] is None and seen[1] is not None

@@ -3,8 +3,9 @@
 Law tests compare against sequential ``ddpm`` on the analytic Gaussian mixture with independent
 seeds per arm (mode weights by chi-square, per-mode means and the pooled within-mode variance by
 z-tests, random 1-D projections by KS; Bonferroni over everything). Their power is proven on the
-same sample sizes by two deliberately wrong variants kept here: 5% too much noise, and the
-"resample from the target on rejection" coupling.
+same sample sizes by deliberately wrong variants kept here: 5% too much noise, the "resample from
+the target on rejection" coupling, and adaptive windows that peek at the round's acceptance or
+depend on the noise being verified.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from policy_sampler import NoiseSchedule, available_samplers, make_sampler
 from policy_sampler.reference.gaussian_mixture import GaussianMixtureDenoiser
 from policy_sampler.samplers.coupling import CouplingResult, reflection_coupling
 from policy_sampler.samplers.speculative import SpeculativePicardSampler, SpeculativeSampler
+from policy_sampler.samplers.windows import AdaptiveWindow
 
 ALPHA = 1e-3  # family-wise level of one law comparison
 
@@ -66,6 +68,32 @@ class TooNoisy(SpeculativeSampler):
     def _chain(self, schedule):
         chain = schedule.ddpm_chain()
         return dataclasses.replace(chain, sigma=chain.sigma * 1.05, _cache={})
+
+
+class PeekingWindow(SpeculativePicardSampler):
+    """WRONG: an adaptive window that peeks at the current round's acceptance: when a transition is
+    rejected, the window is cut to end just before it (that step is re-drafted next round) instead of
+    committing the reflection."""
+
+    def _verify(self, state, active):
+        verified = super()._verify(state, active)
+        cut = [m if 0 < m < n else n for m, n in zip(verified.m.tolist(), active.n)]
+        if cut == active.n:
+            return verified
+        return super()._verify(state, dataclasses.replace(active, n=cut))
+
+
+class NoiseSizedWindow(SpeculativePicardSampler):
+    """WRONG: a window schedule that depends on the noise being verified: each row's window ends
+    just before the first later step whose standard normal draw has a negative first coordinate."""
+
+    def _verify(self, state, active):
+        cut = []
+        for r, k, n in zip(state.row_list, active.k, active.n):
+            z = state.noise_rows[r, k + 1:k + n].flatten(1)[:, 0]
+            bad = (z < 0).nonzero()
+            cut.append(int(bad[0]) + 1 if len(bad) else n)
+        return super()._verify(state, dataclasses.replace(active, n=cut))
 
 
 # --- the law comparison -----------------------------------------------------------------------
@@ -139,12 +167,19 @@ class Guessed:
 
 def _fast_samplers(dim, clip):
     return {
+        "default-picard": make_sampler("speculative_picard"),  # adaptive windows, probes every 2nd state
+        "guessed-default-picard": Guessed(make_sampler("speculative_picard"), 0.3),
+        "adaptive-noprobe-picard-8": make_sampler("speculative_picard", window=8, adaptive_window=True,
+                                                  probe_every=None),
+        "adaptive-probe3-frozen-picard": make_sampler("speculative_picard", probe_every=3, prior_precision=None),
+        "fixed-picard-None": make_sampler("speculative_picard", adaptive_window=False),
         "guessed-speculative-None": Guessed(make_sampler("speculative"), 0.7),
         "guessed-picard-8": Guessed(make_sampler("speculative_picard", window=8), -0.5),
-        "trimmed-picard-None": make_sampler("speculative_picard", trim_window=True),
-        "trimmed-tau30-picard-None": make_sampler("speculative_picard", prior_precision=30.0, trim_window=True),
+        "trimmed-tau10-picard-None": make_sampler("speculative_picard", prior_precision=10.0, adaptive_window=False,
+                                                  trim_window=True),
         "trimmed-guessed-picard-8": Guessed(make_sampler("speculative_picard", window=8, trim_window=True), 0.3),
         "speculative-None": make_sampler("speculative"),
+        "fixed-speculative-None": make_sampler("speculative", adaptive_window=False),
         "speculative-1": make_sampler("speculative", lookahead=1),
         "autospeculative-4": make_sampler("autospeculative", spec_len=4),
         "picard-8": make_sampler("speculative_picard", window=8),
@@ -168,8 +203,13 @@ def test_law_matches_ddpm_fast(dim, clip, n):
 
 @pytest.mark.parametrize("dim,clip,n", FAST_CONFIGS, ids=FAST_IDS)
 def test_law_test_has_power_fast(dim, clip, n):
-    """The same comparison, sample sizes and threshold reject both wrong variants."""
-    for wrong in [ResampleOnRejection(lookahead=4), ResampleOnRejection(), TooNoisy(lookahead=4)]:
+    """The same comparison, sample sizes and threshold reject the wrong variants: a wrong coupling,
+    too much noise, and an adaptive window that peeks at the round's acceptance (plus, at d = 2, a
+    window that depends on the noise being verified)."""
+    wrongs = [ResampleOnRejection(lookahead=4), ResampleOnRejection(), TooNoisy(lookahead=4), PeekingWindow()]
+    if dim == 2:
+        wrongs.append(NoiseSizedWindow())
+    for wrong in wrongs:
         ok, p = check_law(wrong, dim=dim, steps=20, clip=clip, n=n)
         assert not ok, (type(wrong).__name__, vars(wrong), p)
 
@@ -179,8 +219,14 @@ def test_law_test_has_power_fast(dim, clip, n):
 SLOW_CONFIGS = [(dim, clip, steps) for dim in (2, 16) for clip in (True, False) for steps in (20, 100)]
 SLOW_SAMPLERS = ["speculative-1", "speculative-4", "speculative-None", "independent-1", "independent-None",
                  "autospeculative-None", "picard-4", "picard-None",
-                 "gauss-speculative-4", "gauss-speculative-None", "gauss-picard-None", "frozen-picard-None"]
+                 "gauss-speculative-4", "gauss-speculative-None", "gauss-picard-None", "frozen-picard-None",
+                 "default-picard", "default-speculative", "adaptive-picard-8", "fixed-picard-None"]
 WRONG_SAMPLERS = ["resample-4", "resample-None", "resample-independent-4", "noisy-None"]
+# The wrong adaptive windows, where these sizes reject them: peeking at the round's acceptance biases a
+# 20-step chain measurably (at 100 steps each step moves less: check_law did not reject it in any of
+# the four 100-step configurations, measured); a noise-sized window at d = 2.
+WRONG_WINDOW_CASES = ([(dim, clip, 20, "peek-default") for dim in (2, 16) for clip in (True, False)]
+                      + [(2, clip, steps, "noise-sized-default") for clip in (True, False) for steps in (20, 100)])
 
 
 def slow_n(dim: int, steps: int) -> int:
@@ -197,11 +243,17 @@ def _slow_sampler(name: str, dim: int, steps: int, clip: bool):
         "independent-None": lambda: make_sampler("speculative", draft="independent", draft_denoiser=wrong),
         "autospeculative-None": lambda: make_sampler("autospeculative"),
         "picard-4": lambda: make_sampler("speculative_picard", window=4),
-        "picard-None": lambda: make_sampler("speculative_picard"),
+        "picard-None": lambda: make_sampler("speculative_picard", prior_precision=10.0, probe_every=None),
         "frozen-picard-None": lambda: make_sampler("speculative_picard", prior_precision=None),
         "gauss-speculative-4": lambda: make_sampler("speculative", lookahead=4, prior_precision=3.0),
         "gauss-speculative-None": lambda: make_sampler("speculative", prior_precision=10.0),
         "gauss-picard-None": lambda: make_sampler("speculative_picard", prior_precision=10.0),
+        "default-picard": lambda: make_sampler("speculative_picard"),
+        "default-speculative": lambda: make_sampler("speculative"),
+        "adaptive-picard-8": lambda: make_sampler("speculative_picard", window=8, adaptive_window=True),
+        "fixed-picard-None": lambda: make_sampler("speculative_picard", adaptive_window=False),
+        "peek-default": lambda: PeekingWindow(),
+        "noise-sized-default": lambda: NoiseSizedWindow(),
         "resample-4": lambda: ResampleOnRejection(lookahead=4),
         "resample-None": lambda: ResampleOnRejection(),
         "resample-independent-4": lambda: ResampleOnRejection(draft="independent", draft_denoiser=wrong, lookahead=4),
@@ -218,8 +270,8 @@ def test_law_matches_ddpm_large(dim, clip, steps, name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", WRONG_SAMPLERS)
-@pytest.mark.parametrize("dim,clip,steps", SLOW_CONFIGS)
+@pytest.mark.parametrize("dim,clip,steps,name",
+                         [(*config, name) for name in WRONG_SAMPLERS for config in SLOW_CONFIGS] + WRONG_WINDOW_CASES)
 def test_law_test_has_power_large(dim, clip, steps, name):
     ok, p = check_law(_slow_sampler(name, dim, steps, clip), dim, steps, clip, slow_n(dim, steps))
     assert not ok, p
@@ -246,13 +298,24 @@ def test_target_draft_reproduces_ddpm_path(lookahead, prediction_type):
     noise = torch.randn(sch.num_steps, 6, 4, generator=g, dtype=torch.float64)
     ref = make_sampler("ddpm").sample(den, sch, x_T, noise=noise)
     counted = Counting(den)
-    res = make_sampler("speculative", lookahead=lookahead, draft="independent", draft_denoiser=den).sample(
-        counted, sch, x_T, noise=noise, generator=torch.Generator().manual_seed(0))
+    res = make_sampler("speculative", lookahead=lookahead, draft="independent", draft_denoiser=den,
+                       adaptive_window=False).sample(counted, sch, x_T, noise=noise,
+                                                     generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(res.sample, ref.sample, rtol=1e-12, atol=1e-12)
     L = sch.num_steps if lookahead is None else lookahead
     assert res.rounds == math.ceil((sch.num_steps - 1) / L) == len(counted.sizes)
     assert res.info["mean_accepted_length"] == pytest.approx((sch.num_steps - 1) / res.rounds)
     assert res.info["draft_rounds"] > 0
+    # adaptive windows accept everything too: 16, then 3 x 16 = 48, then the remaining 35 (capped at L)
+    adaptive = make_sampler("speculative", lookahead=lookahead, draft="independent", draft_denoiser=den,
+                            adaptive_window=True).sample(den, sch, x_T, noise=noise)
+    torch.testing.assert_close(adaptive.sample, ref.sample, rtol=1e-12, atol=1e-12)
+    windows, done = [], 0
+    while done < sch.num_steps - 1:
+        w = min(16 if not windows else 3 * windows[-1], L, sch.num_steps - 1 - done)
+        windows.append(w)
+        done += w
+    assert adaptive.rounds == len(windows) and adaptive.rows_per_call == [6 * (w + 1) for w in windows]
 
 
 def test_target_draft_with_conditioning():
@@ -273,9 +336,11 @@ def test_target_draft_with_conditioning():
 
 
 @pytest.mark.parametrize("name,options", [
-    ("speculative", {"lookahead": 4}), ("speculative", {}), ("autospeculative", {"spec_len": 16}),
-    ("speculative_picard", {"window": 8}), ("speculative_picard", {}),
-    ("speculative", {"prior_precision": 10.0}), ("speculative_picard", {"prior_precision": 10.0}),
+    ("speculative", {"lookahead": 4}), ("speculative", {"adaptive_window": False}),
+    ("autospeculative", {"spec_len": 16}), ("speculative_picard", {"window": 8}),
+    ("speculative_picard", {"adaptive_window": False}),
+    ("speculative", {"prior_precision": 10.0, "adaptive_window": False}),
+    ("speculative_picard", {"prior_precision": 10.0, "adaptive_window": False}),
 ])
 def test_rounds_counted_and_finished_rows_leave(name, options):
     sch = schedule(100)
@@ -293,6 +358,34 @@ def test_rounds_counted_and_finished_rows_leave(name, options):
     assert res.evaluations == sum(den.sizes) and res.nfe == math.ceil(sum(den.sizes) / 32)
     assert 0 < res.info["mean_accepted_length"] <= W
     assert torch.isfinite(res.sample).all() and res.sample.shape == x_T.shape
+
+
+def test_adaptive_window_rule():
+    rule = AdaptiveWindow(2, initial=16, growth=3, minimum=4, maximum=40)
+    assert rule.windows == [16, 16]
+    rule.record(0, 2, 16)  # rejected after 2 accepted: 3 x (2 + 1)
+    rule.record(1, 16, 16)  # all 16 accepted: 3 x 16, capped at 40
+    assert rule.windows == [9, 40]
+    rule.record(0, 0, 9)  # rejected at once: 3, raised to the minimum
+    assert rule.windows[0] == 4
+
+
+@pytest.mark.parametrize("probe_every", [None, 2, 5])
+def test_adaptive_windows_evaluate_their_window_and_probes_only(probe_every):
+    """The first round evaluates the 16-transition window's 17 states, and with probes every
+    ``probe_every``-th state past it up to the last stochastic step (99) and that one; later rounds
+    evaluate fewer rows than a full window, and the whole run far fewer than fixed full windows."""
+    sch = schedule(100)
+    den = Counting(mixture(16, 100))
+    x_T = torch.randn(1, 16, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    res = make_sampler("speculative_picard", probe_every=probe_every).sample(
+        den, sch, x_T, generator=torch.Generator().manual_seed(3))
+    probes = 0 if probe_every is None else math.ceil((99 - 16) / probe_every)
+    assert den.sizes[0] == 17 + probes and res.rows_per_call == den.sizes
+    assert res.evaluations == sum(den.sizes) and max(den.sizes) <= 100
+    fixed = make_sampler("speculative_picard", adaptive_window=False).sample(
+        mixture(16, 100), sch, x_T, generator=torch.Generator().manual_seed(3))
+    assert res.nfe < fixed.nfe / 2, (res.nfe, fixed.nfe)
 
 
 def test_float32_input_and_dtype():
@@ -425,8 +518,9 @@ def test_gaussian_local_draft_is_exact_for_gaussian_data():
     den = GaussianMixtureDenoiser(torch.full((1, 8), 0.2, dtype=torch.float64), std, None, sch)
     x_T = torch.randn(3, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     for name in ["speculative", "speculative_picard"]:
-        res = make_sampler(name, prior_precision=1 / std**2).sample(
+        res = make_sampler(name, prior_precision=1 / std**2, adaptive_window=False).sample(
             den, sch, x_T, generator=torch.Generator().manual_seed(1))
         assert res.rounds == 2 and torch.isfinite(res.sample).all(), (name, res.rounds)
-        frozen = make_sampler(name).sample(den, sch, x_T, generator=torch.Generator().manual_seed(1))
+        frozen = make_sampler(name, prior_precision=None, adaptive_window=False).sample(
+            den, sch, x_T, generator=torch.Generator().manual_seed(1))
         assert frozen.rounds > res.rounds
