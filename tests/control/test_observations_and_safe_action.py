@@ -89,3 +89,13 @@ def test_the_runner_reads_the_task_from_the_policy():
     assert ChunkRunner(policy, config=RunnerConfig(inference_delay=0, safe_action="zero")).stats()["safe_action"] == "zero"
     with pytest.raises(ValueError, match="safe_action"):
         RunnerConfig(safe_action="hold")
+
+
+def test_camera_keys_pass_through_and_a_missing_one_is_named():
+    check = ObservationCheck(["proprio"], [4], 4, image_keys=["top_image"])
+    frame = np.zeros((8, 8, 3), dtype=np.uint8)
+    out = check({"proprio": np.ones(4), "top_image": frame, "state": np.ones(8)}, "tick 0")
+    assert set(out) == {"proprio", "top_image"} and out["top_image"].dtype == np.uint8
+    assert np.array_equal(out["top_image"], frame) and out["proprio"].dtype == np.float32
+    with pytest.raises(ValueError, match=r"missing camera key\(s\) \['top_image'\]"):
+        check({"proprio": np.ones(4)}, "tick 1")
