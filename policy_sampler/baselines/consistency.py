@@ -239,10 +239,10 @@ class ConsistencyStudentSampler(Sampler):
         ac = schedule.alphas_cumprod.to(device=x_T.device, dtype=x_T.dtype)
         r = schedule.clip_sample_range if schedule.clip_sample else math.inf
         B = x_T.shape[0]
-        x = x_T
+        x, x0 = x_T, None
         for i, t in enumerate(plan):
             a = ac[t]
-            if i:
+            if x0 is not None:  # later steps re-noise the last estimate to this step's level
                 x = a.sqrt() * x0 + (1 - a).sqrt() * noise[i - 1]
             tt = torch.full((B,), t, dtype=torch.long, device=x_T.device)
             x0 = (a.sqrt() * x - (1 - a).sqrt() * net(x, tt)).clamp(-r, r)

@@ -258,7 +258,6 @@ class _SpeculativeBase(Sampler):
                 n: Tensor) -> tuple[Tensor, Tensor]:
         """The drafted states [R, width + 1, *E] (root first) and the draft means [R, width, *E]."""
         rows, x_root = active.rows, state.x[active.rows]
-        ones = state.ones
         if self.draft == "independent":
             n_max = max(active.n)
             cond = state.call.cond.index_select(0, rows) if state.call.cond is not None else None

@@ -15,7 +15,7 @@ pytest.importorskip("metaworld")
 import gymnasium  # noqa: E402
 from gymnasium.utils.env_checker import check_env  # noqa: E402
 
-import policy_sampler_envs  # noqa: E402
+import policy_sampler_envs  # noqa: E402, F401  (registers the tasks)
 from policy_sampler_envs import available_tasks, make_expert  # noqa: E402
 from policy_sampler_envs.metaworld_tasks import (  # noqa: E402
     BENCHMARK_ENV_NAMES,

@@ -1,7 +1,6 @@
 """DPP kernel, greedy MAP and the exact k-DPP sampler, against enumeration; batch-selection timing."""
 
 import itertools
-import math
 import time
 
 import numpy as np
