@@ -203,12 +203,10 @@ def sampler_configs() -> list[tuple[str, str, dict[str, Any]]]:
 
 
 def runtime_buckets(schedule, event, cond_dim: int, batches: tuple[int, ...]) -> tuple[int, ...]:
-    """Every row count the fixed-width samplers call with at these batch sizes (5% coalesced); trimmed
-    windows pad into these."""
+    """Every row count the samplers call with at these batch sizes (5% coalesced); samplers that size
+    their windows per row add the powers of two up to batch * (K + 1) (``sampler_buckets``)."""
     rows: set[int] = set()
     for _, name, options in sampler_configs():
-        if options.get("trim_window"):
-            continue
         rows.update(sampler_buckets(make_sampler(name, **options), schedule, event, list(batches), (cond_dim,)))
     return coalesce_buckets(rows)
 

@@ -19,6 +19,7 @@ from policy_sampler.runtime import (
     pad_rows,
     pow2_buckets,
     sampler_buckets,
+    sampler_row_width,
     tf32_mode,
 )
 from policy_sampler.samplers import make_sampler
@@ -236,3 +237,24 @@ def test_cuda_graph_capture_replays_and_matches(unet, schedule):
     assert runtime.captures == captured
     assert graphed.sample.device == x_T.device
     torch.testing.assert_close(graphed.sample, eager.sample, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("name, options", [("speculative", {}), ("speculative_picard", {}),
+                                           ("speculative_picard", {"window": 8, "trim_window": True})])
+def test_samplers_that_size_windows_per_row_get_buckets_holding_every_call(schedule, name, options):
+    """The speculative samplers' default adaptive windows (and trimmed windows) call with a varying
+    number of states per row: no fixed width exists, and every call a real run makes fits a bucket
+    (at most 2x padding)."""
+    sampler = make_sampler(name, **options)
+    with pytest.raises(ValueError, match="no fixed row width"):
+        sampler_row_width(sampler, schedule, EVENT, COND)
+    buckets = sampler_buckets(sampler, schedule, EVENT, [3], COND)
+    assert buckets[-1] >= 3 * (schedule.num_steps + 1)
+    gen = torch.Generator().manual_seed(0)
+    W = torch.randn(EVENT[-1], EVENT[-1], generator=gen)
+    result = sampler.sample(lambda x, t, c: torch.tanh(x @ W), schedule, torch.randn(3, *EVENT, generator=gen),
+                            cond=torch.zeros(3, *COND), generator=gen)
+    assert len(set(result.rows_per_call)) > 1, "this run should exercise varying call widths"
+    for rows in result.rows_per_call:
+        b = bucket_for(rows, buckets)
+        assert rows <= b < 2 * rows
