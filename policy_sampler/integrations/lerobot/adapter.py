@@ -84,6 +84,17 @@ class LeRobotPolicyConfig:
     obs_key_dims: tuple[int, ...]
     num_inference_steps: int
     num_train_timesteps: int
+    # our tools pass every LeRobot input (images included) as a flat entry of ``obs_keys``; LeRobot's
+    # own preprocessor does the image handling, so no camera keys of ours (``DiffusionPolicyConfig.vision``)
+    vision: None = None
+
+    @property
+    def image_keys(self) -> tuple[str, ...]:
+        return ()
+
+    @property
+    def input_keys(self) -> tuple[str, ...]:
+        return self.obs_keys
 
     @property
     def obs_dim(self) -> int:
