@@ -44,7 +44,7 @@ from policy_sampler.models.transformer_for_diffusion import TransformerForDiffus
 from policy_sampler.models.vision_encoder import VisionEncoder, check_image
 from policy_sampler.policy.config import DiffusionPolicyConfig
 from policy_sampler.policy.normalizer import Normalizer
-from policy_sampler.samplers import Sampler, make_sampler
+from policy_sampler.samplers import SampleResult, Sampler, as_sampler
 from policy_sampler.schedule import NoiseSchedule
 from policy_sampler.serialization import atomic_directory, jsonable
 from policy_sampler.validation import check_int
@@ -71,6 +71,16 @@ class PolicyOutput:
     rounds: int
     nfe: int
     info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_result(cls, result: SampleResult, chunk: Tensor, action_slice: slice, sampler: Sampler,
+                    schedule: NoiseSchedule) -> "PolicyOutput":
+        """The output for ``result`` whose unnormalized sample is ``chunk``: the executed ``action_slice``
+        of it, and the sampler's counters with its name and the schedule's length in ``info``."""
+        info = dict(result.info)
+        info.update(sampler=sampler.name, evaluations=result.evaluations, rows_per_call=result.rows_per_call,
+                    num_inference_steps=schedule.num_steps)
+        return cls(actions=chunk[:, action_slice], chunk=chunk, rounds=result.rounds, nfe=result.nfe, info=info)
 
 
 def _frozen_copy(module: nn.Module) -> nn.Module:
@@ -330,14 +340,7 @@ class DiffusionPolicy(nn.Module):
                 raise ValueError(f"noise must be a tensor, got {type(noise).__name__}")
             noise = noise.to(device)
 
-        if isinstance(sampler, Sampler):
-            if sampler_options:
-                raise ValueError("sampler options cannot be given with a Sampler instance")
-            chosen = sampler
-        elif isinstance(sampler, str):
-            chosen = make_sampler(sampler, **sampler_options)
-        else:
-            raise ValueError(f"sampler must be a name or a Sampler, got {type(sampler).__name__}")
+        chosen = as_sampler(sampler, sampler_options)
 
         if guidance is None:
             denoiser = self.sampling_denoiser()
@@ -348,11 +351,7 @@ class DiffusionPolicy(nn.Module):
         result = chosen.sample(denoiser, schedule, x_T, cond=cond, noise=noise, generator=generator,
                                trajectory_guess=trajectory_guess, deadline=deadline, x0_guess=x0_guess)
         chunk = self.normalizer.unnormalize("action", result.sample)
-        actions = chunk[:, c.action_slice]
-        info = dict(result.info)
-        info.update(sampler=chosen.name, evaluations=result.evaluations, rows_per_call=result.rows_per_call,
-                    num_inference_steps=schedule.num_steps)
-        return PolicyOutput(actions=actions, chunk=chunk, rounds=result.rounds, nfe=result.nfe, info=info)
+        return PolicyOutput.from_result(result, chunk, c.action_slice, chosen, schedule)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_state(self) -> dict[str, Tensor]:

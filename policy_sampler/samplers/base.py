@@ -351,6 +351,18 @@ def make_sampler(name: str, **options: Any) -> Sampler:
     return _sampler_class(name)(**options)
 
 
+def as_sampler(sampler: str | Sampler, options: dict[str, Any]) -> Sampler:
+    """``sampler`` itself when it is a :class:`Sampler` (then ``options`` must be empty), else
+    ``make_sampler(sampler, **options)``; anything else is a ``ValueError`` naming what it got."""
+    if isinstance(sampler, Sampler):
+        if options:
+            raise ValueError(f"sampler options {sorted(options)} cannot be given with a Sampler instance")
+        return sampler
+    if isinstance(sampler, str):
+        return make_sampler(sampler, **options)
+    raise ValueError(f"sampler must be a sampler name or a Sampler, got {type(sampler).__name__}")
+
+
 def _sampler_class(name: str) -> type[Sampler]:
     if name in _BASELINES:
         return _BASELINES[name]

@@ -261,11 +261,7 @@ class LeRobotPolicy:
         result = self.chain.sample(chosen, cond, schedule, x_T, noise, generator, guidance=guidance,
                                    trajectory_guess=trajectory_guess, deadline=deadline, x0_guess=x0_guess)
         chunk = self.postprocessor(result.sample)
-        info = dict(result.info)
-        info.update(sampler=chosen.name, evaluations=result.evaluations, rows_per_call=result.rows_per_call,
-                    num_inference_steps=schedule.num_steps)
-        return PolicyOutput(actions=chunk[:, c.action_slice], chunk=chunk, rounds=result.rounds, nfe=result.nfe,
-                            info=info)
+        return PolicyOutput.from_result(result, chunk, c.action_slice, chosen, schedule)
 
     def __repr__(self) -> str:
         return f"LeRobotPolicy({type(self.policy).__name__}, obs_keys={self.config.obs_keys}, device={self.device})"

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from policy_sampler.samplers import SampleResult, Sampler, make_sampler
+from policy_sampler.samplers import SampleResult, Sampler, as_sampler
 from policy_sampler.schedule import NoiseSchedule
 from policy_sampler.validation import check_int
 
@@ -63,14 +63,7 @@ def resolve_sampler(sampler: str | Sampler | None, options: dict[str, Any], dete
     chain are accepted there (anything else would sample another law)."""
     if sampler is None:
         sampler = "ddim" if deterministic else "ddpm"
-    if isinstance(sampler, Sampler):
-        if options:
-            raise ValueError(f"sampler options {sorted(options)} cannot be given with a Sampler instance")
-        chosen = sampler
-    elif isinstance(sampler, str):
-        chosen = make_sampler(sampler, **options)
-    else:
-        raise ValueError(f"sampler must be a sampler name or a Sampler, got {type(sampler).__name__}")
+    chosen = as_sampler(sampler, options)
     if deterministic and not samples_deterministic_ddim(chosen):
         raise ValueError(
             f"sampler {chosen!r} samples the DDPM chain, but this LeRobot policy is configured with "
