@@ -57,7 +57,7 @@ from policy_sampler.control.observation_check import ObservationCheck
 from policy_sampler.control.safe_action import SafeAction, policy_task_description
 from policy_sampler.control.smoothing import ChunkSmoothing
 from policy_sampler.control.timing import Timing, WallClock
-from policy_sampler.samplers import Sampler, make_sampler
+from policy_sampler.samplers import Sampler, as_sampler
 
 __all__ = ["ChunkRunner", "SOURCES", "boundary_jerk"]
 
@@ -98,12 +98,7 @@ class ChunkRunner:
         if misplaced:
             raise ValueError(f"{misplaced} are runner settings, not sampler options: pass "
                              f"config=RunnerConfig({misplaced[0]}=...)")
-        if isinstance(sampler, Sampler):
-            if sampler_options:
-                raise ValueError("sampler options cannot be given with a Sampler instance")
-            self.sampler = sampler
-        else:
-            self.sampler = make_sampler(sampler, **sampler_options)
+        self.sampler = as_sampler(sampler, sampler_options)
         c = policy.config
         self.policy = policy
         self.config = config
@@ -288,17 +283,24 @@ class ChunkRunner:
         main = self.main
         if not len(self._active) or not main.due_to_launch(tick):
             return
-        if main.doomed():
-            main.counts["doomed_ticks"] += 1
-            if main.doomed_at is None:
-                main.doomed_at = tick
-                self._warn_doomed(main)
+        if self._skips_doomed(main, tick):
             return
         deadline = None
         if self.sampler.anytime and self.inference_delay is None:
             deadline = self.timing.due(t0, main.remaining(tick))
         main.launch(tick, self._inputs(tick, deadline=deadline), deadline)
         self._collect(main, tick)  # a simulated delay of 0 makes it usable at once
+
+    def _skips_doomed(self, lane: Lane, tick: int) -> bool:
+        """True when ``lane``'s chunks are doomed: the tick is counted as skipped, and the first one
+        records when and warns."""
+        if not lane.doomed():
+            return False
+        lane.counts["doomed_ticks"] += 1
+        if lane.doomed_at is None:
+            lane.doomed_at = tick
+            self._warn_doomed(lane)
+        return True
 
     def _wait_for_main(self, t0: float) -> bool:
         """Wait for the main chunk in flight, until this tick's wait ends, if it is expected by then.
@@ -332,11 +334,7 @@ class ChunkRunner:
             arrival = main.expected_arrival_tick(tick)
             if gap - tick > lead or (arrival is not None and arrival <= gap):
                 return
-        if fallback.doomed():
-            fallback.counts["doomed_ticks"] += 1
-            if fallback.doomed_at is None:
-                fallback.doomed_at = tick
-                self._warn_doomed(fallback)
+        if self._skips_doomed(fallback, tick):
             return
         fallback.launch(tick, self._inputs(tick, fallback=True))
         self._collect(fallback, tick)  # simulated: computed at once
