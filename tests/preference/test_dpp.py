@@ -9,6 +9,8 @@ import pytest
 from policy_sampler.preference.batch import METHODS, select_batch
 from policy_sampler.preference.dpp import KDPPSampler, default_bandwidth, greedy_map, quality_similarity_kernel
 
+from .dpp_helpers import empirical_marginals, enumerated_marginals
+
 
 def _kernel(n, seed, rank=None):
     rng = np.random.default_rng(seed)
@@ -16,40 +18,20 @@ def _kernel(n, seed, rank=None):
     return b @ b.T
 
 
-def _exact_marginals(kernel, k):
-    n = kernel.shape[0]
-    marg, total = np.zeros(n), 0.0
-    for subset in itertools.combinations(range(n), k):
-        p = np.linalg.det(kernel[np.ix_(subset, subset)])
-        total += p
-        marg[list(subset)] += p
-    return marg / total
-
-
-def _empirical(sampler, k, n_samples, seed):
-    rng = np.random.default_rng(seed)
-    counts = np.zeros(sampler.eigenvalues.size)
-    for _ in range(n_samples):
-        items = sampler.sample(k, rng)
-        assert len(set(items)) == k
-        counts[items] += 1
-    return counts / n_samples
-
-
 def test_kdpp_inclusion_probabilities_match_enumeration():
     kernel = _kernel(6, seed=0)
-    exact = _exact_marginals(kernel, 3)
+    exact = enumerated_marginals(kernel, 3)
     sampler = KDPPSampler(kernel)  # one eigendecomposition, 6000 samples
-    empirical = _empirical(sampler, 3, 6000, seed=1)
+    empirical = empirical_marginals(sampler, 3, 6000, seed=1)
     assert np.abs(empirical - exact).max() < 0.025  # the standard error is <= 0.0065
 
 
 def test_kdpp_with_wrong_eigenvector_probabilities_fails_the_same_check():
     kernel = _kernel(6, seed=0)
-    exact = _exact_marginals(kernel, 3)
+    exact = enumerated_marginals(kernel, 3)
     wrong = KDPPSampler(kernel)
     wrong.eigenvalues = np.ones_like(wrong.eigenvalues)  # picks the 3 eigenvectors uniformly
-    assert np.abs(_empirical(wrong, 3, 6000, seed=1) - exact).max() > 0.05
+    assert np.abs(empirical_marginals(wrong, 3, 6000, seed=1) - exact).max() > 0.05
 
 
 def test_kdpp_low_rank_and_bad_k():

@@ -3,7 +3,6 @@ against enumeration, low-rank greedy MAP against the dense one, the Nystrom fact
 kernel and the exact k-DPP's marginals, and select_batch over 5000 candidates never forming the
 dense kernel; chunked acquisition scores equal the unchunked ones."""
 
-import itertools
 
 import numpy as np
 import pytest
@@ -16,15 +15,7 @@ from policy_sampler.preference.dpp import (
     KDPPSampler, default_bandwidth, greedy_map, greedy_map_low_rank, nystrom_factor, quality_similarity_kernel)
 from policy_sampler.preference.response import ResponseModel
 
-
-def _enumerated_marginals(kernel, k):
-    n = kernel.shape[0]
-    marg, total = np.zeros(n), 0.0
-    for subset in itertools.combinations(range(n), k):
-        p = np.linalg.det(kernel[np.ix_(subset, subset)])
-        total += p
-        marg[list(subset)] += p
-    return marg / total
+from .dpp_helpers import empirical_marginals, enumerated_marginals
 
 
 def _kdpp_marginals(kernel, k):
@@ -45,25 +36,15 @@ def _kdpp_marginals(kernel, k):
     return (vectors**2) @ weights
 
 
-def _empirical(sampler, k, n_samples, seed):
-    rng = np.random.default_rng(seed)
-    counts = np.zeros(sampler.n_items)
-    for _ in range(n_samples):
-        items = sampler.sample(k, rng)
-        assert len(set(items)) == k
-        counts[items] += 1
-    return counts / n_samples
-
-
 def test_dual_kdpp_sampler_matches_enumeration():
     factor = np.random.default_rng(0).standard_normal((8, 5)) * np.linspace(0.3, 2.0, 5)
-    exact = _enumerated_marginals(factor @ factor.T, 3)
+    exact = enumerated_marginals(factor @ factor.T, 3)
     dual = KDPPSampler.from_factor(factor)
     assert dual.n_items == 8 and dual.rank == 5
-    assert np.abs(_empirical(dual, 3, 6000, seed=1) - exact).max() < 0.025  # s.e. <= 0.0065
+    assert np.abs(empirical_marginals(dual, 3, 6000, seed=1) - exact).max() < 0.025  # s.e. <= 0.0065
     wrong = KDPPSampler.from_factor(factor)
     wrong.eigenvalues = np.ones_like(wrong.eigenvalues)  # eigenvectors chosen uniformly: wrong law
-    assert np.abs(_empirical(wrong, 3, 6000, seed=1) - exact).max() > 0.05
+    assert np.abs(empirical_marginals(wrong, 3, 6000, seed=1) - exact).max() > 0.05
 
 
 def test_low_rank_greedy_map_equals_the_dense_greedy():
