@@ -9,7 +9,7 @@ import torch
 from policy_sampler import make_sampler
 from policy_sampler.reference import GaussianMixtureDenoiser
 from policy_sampler.samplers import base as sampler_base
-from test_picard import ddpm_schedule, draws
+from sampler_helpers import ddpm_schedule, draws
 
 
 @pytest.fixture(scope="module")

@@ -8,19 +8,7 @@ from policy_sampler import NoiseSchedule, make_sampler
 from policy_sampler.reference import GaussianMixtureDenoiser
 from policy_sampler.samplers.picard import _WindowSolver, chain_for
 from policy_sampler.samplers.base import DenoiserCall
-
-
-def ddpm_schedule(steps=100, **config):
-    config = {"num_train_timesteps": 100, "beta_schedule": "squaredcos_cap_v2", "clip_sample": True,
-              "prediction_type": "epsilon", **config}
-    return NoiseSchedule.from_diffusers(DDPMScheduler(**config), num_inference_steps=steps)
-
-
-def draws(schedule, batch, dim, seed=0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    x_T = torch.randn(batch, dim, generator=g, dtype=dtype)
-    noise = torch.randn(schedule.num_steps, batch, dim, generator=g, dtype=dtype)
-    return x_T, noise
+from sampler_helpers import ddpm_schedule, draws
 
 
 SCHEDULES = {
