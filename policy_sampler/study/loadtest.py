@@ -178,7 +178,7 @@ class _Annotator:
 
 
 async def _drive(server_url: str, tokens: list[str], duplicates: float, seed: int, server: StudyServer | None,
-                 kills: int, kill_every_s: float) -> tuple[float, dict[str, Any], int]:
+                 kills: int, kill_every_s: float, kill_every_answers: int | None) -> tuple[float, dict[str, Any], int]:
     port = int(server_url.rsplit(":", 1)[1])
     record: dict[str, Any] = {"latencies": [], "problems": [], "acknowledged": set(), "downtime_s": 0.0, "kills": 0}
     annotators = [_Annotator(port, token, random.Random(seed * 1000 + k), duplicates, record)
@@ -186,9 +186,17 @@ async def _drive(server_url: str, tokens: list[str], duplicates: float, seed: in
     start = time.perf_counter()
     work = asyncio.gather(*[a.run() for a in annotators])
 
+    async def next_kill_due() -> None:
+        if kill_every_answers is None:
+            await asyncio.sleep(kill_every_s)
+            return
+        target = len(record["acknowledged"]) + kill_every_answers
+        while len(record["acknowledged"]) < target and not work.done():
+            await asyncio.sleep(0.002)
+
     async def killer() -> None:
         for _ in range(kills):
-            await asyncio.sleep(kill_every_s)
+            await next_kill_due()
             if work.done():
                 return
             down = time.perf_counter()
@@ -220,10 +228,11 @@ def _poll_export(url: str, admin: str, stop: threading.Event, polls: list[float]
 
 def run_load(url: str, admin: str, tokens: list[str], duplicates: float = 0.3, seed: int = 0, *,
              server: StudyServer | None = None, kills: int = 0, kill_every_s: float = 0.25,
-             poll_export: bool = False) -> dict[str, Any]:
+             kill_every_answers: int | None = None, poll_export: bool = False) -> dict[str, Any]:
     """Every annotator answers everything at once (up to ``kills`` SIGKILL + restarts of ``server``,
-    ``kill_every_s`` after the start and after each restart, while work is left; ``poll_export``: an
-    admin downloads the export in a loop);
+    ``kill_every_s`` after the start and after each restart, or, when ``kill_every_answers`` is given,
+    once that many more answers are acknowledged, while work is left; ``poll_export``: an admin
+    downloads the export in a loop);
     returns the figures and ``problems`` (empty when every acknowledged answer is stored, every
     query answered exactly once and every duplicate got 200 with the stored answer)."""
     stop, polls = threading.Event(), []
@@ -231,7 +240,8 @@ def run_load(url: str, admin: str, tokens: list[str], duplicates: float = 0.3, s
     if poller is not None:
         poller.start()
     try:
-        wall, record, answered = asyncio.run(_drive(url, tokens, duplicates, seed, server, kills, kill_every_s))
+        wall, record, answered = asyncio.run(_drive(url, tokens, duplicates, seed, server, kills, kill_every_s,
+                                                  kill_every_answers))
     finally:
         stop.set()
         if poller is not None:
